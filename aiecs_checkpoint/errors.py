@@ -1,0 +1,52 @@
+"""Typed errors raised by aiecs_checkpoint.
+
+Every error derives from `AiecsCheckpointError`, and each also derives from the
+built-in exception a caller would naturally catch (`ValueError`, `TypeError`,
+`ConnectionError`, `RuntimeError`), so existing handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class AiecsCheckpointError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidConfigError(AiecsCheckpointError, ValueError):
+    """A RunnableConfig, option or environment variable is missing or malformed."""
+
+
+class InvalidThreadIdError(InvalidConfigError):
+    """A thread id is missing, empty or not a string."""
+
+
+class InvalidNamespaceError(InvalidConfigError):
+    """A checkpoint namespace is not a string."""
+
+
+class InvalidPruneStrategyError(InvalidConfigError):
+    """`prune` was called with a strategy other than keep_latest or delete."""
+
+
+class SerializationError(AiecsCheckpointError, TypeError):
+    """A value could not be serialized; nothing was stored."""
+
+
+class StoreError(AiecsCheckpointError, ConnectionError):
+    """The storage backend failed; the message names the server, never a password."""
+
+
+class SyncCallOnEventLoopError(AiecsCheckpointError, RuntimeError):
+    """A blocking call was made on the event loop thread it would deadlock."""
+
+
+__all__ = [
+    "AiecsCheckpointError",
+    "InvalidConfigError",
+    "InvalidNamespaceError",
+    "InvalidPruneStrategyError",
+    "InvalidThreadIdError",
+    "SerializationError",
+    "StoreError",
+    "SyncCallOnEventLoopError",
+]

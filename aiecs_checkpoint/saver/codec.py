@@ -1,0 +1,338 @@
+"""Pure translation between LangGraph objects and store records.
+
+Everything here is shared by the sync and async APIs: a saver method validates
+and encodes with these functions, runs one store call (sync or async), then
+decodes with these functions. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from aiecs_checkpoint.errors import (
+    InvalidConfigError,
+    InvalidNamespaceError,
+    InvalidPruneStrategyError,
+    InvalidThreadIdError,
+    SerializationError,
+)
+from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, ListKey
+from aiecs_checkpoint.stores.base import (
+    EMPTY_TYPE,
+    CheckpointRow,
+    DeltaHistory,
+    ListItems,
+    ListValue,
+    ListWrite,
+    ResolvedValue,
+    StoredTuple,
+    Typed,
+    ValueWrite,
+    Version,
+    WriteRow,
+    expand_runs,
+    run_key,
+    write_idx,
+)
+
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a config points: a thread, a namespace and maybe a checkpoint."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str | None
+
+
+def check_thread_id(thread_id: object) -> str:
+    """A valid thread id, or `InvalidThreadIdError` saying what is wrong with it."""
+    if not isinstance(thread_id, str):
+        raise InvalidThreadIdError(
+            f"thread_id must be a str, got {type(thread_id).__name__} {thread_id!r}"
+        )
+    if not thread_id:
+        raise InvalidThreadIdError("thread_id must not be empty")
+    return thread_id
+
+
+def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Target:
+    """Validate a RunnableConfig's `configurable` and return its target."""
+    if not isinstance(config, Mapping):
+        raise InvalidConfigError(
+            f"config must be a mapping with a 'configurable' key, got {config!r}"
+        )
+    conf = config.get("configurable")
+    if not isinstance(conf, Mapping) or "thread_id" not in conf:
+        raise InvalidThreadIdError(
+            "config['configurable']['thread_id'] is required: pass "
+            '{"configurable": {"thread_id": "..."}} to invoke/stream/get_state'
+        )
+    thread_id = check_thread_id(conf["thread_id"])
+    ns = conf.get("checkpoint_ns", "")
+    if not isinstance(ns, str):
+        raise InvalidNamespaceError(
+            f"checkpoint_ns must be a str, got {type(ns).__name__} {ns!r}"
+        )
+    cid = conf.get("checkpoint_id")
+    if cid is not None and not isinstance(cid, str):
+        raise InvalidConfigError(
+            f"checkpoint_id must be a str, got {type(cid).__name__} {cid!r}"
+        )
+    if need_id and not cid:
+        raise InvalidConfigError(
+            "config['configurable']['checkpoint_id'] is required here "
+            "(use the config returned by put)"
+        )
+    return Target(thread_id, ns, cid or None)
+
+
+def list_scope(config: RunnableConfig | None) -> tuple[str | None, str | None, str | None]:
+    """(thread id, namespace, checkpoint id) a `list` call is restricted to.
+
+    `None` config lists every thread; a config without `checkpoint_ns` lists every
+    namespace of the thread; `checkpoint_ns=""` lists the root namespace only.
+    """
+    if config is None:
+        return None, None, None
+    target = parse_config(config)
+    conf = config["configurable"]
+    ns = target.checkpoint_ns if "checkpoint_ns" in conf else None
+    return target.thread_id, ns, target.checkpoint_id
+
+
+def check_strategy(strategy: str) -> bool:
+    """True for keep_latest, False for delete; anything else is an error."""
+    if strategy not in PRUNE_STRATEGIES:
+        raise InvalidPruneStrategyError(
+            f"unknown prune strategy {strategy!r}; use one of {PRUNE_STRATEGIES}"
+        )
+    return strategy == "keep_latest"
+
+
+def dumps(serde: SerializerProtocol, value: Any, what: str) -> Typed:
+    """Serialize, turning any failure into `SerializationError` naming `what`."""
+    try:
+        return serde.dumps_typed(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialize {what} ({type(value).__name__}): {exc}"
+        ) from exc
+
+
+def config_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    """The canonical config of a stored checkpoint."""
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class PutPlan:
+    """A checkpoint ready for the store, plus the list values to index afterwards."""
+
+    row: CheckpointRow
+    values: dict[str, tuple[Version, ValueWrite]]
+    lists: dict[str, list[Any]]
+
+
+def encode_put(
+    serde: SerializerProtocol,
+    index: ElementIndex | None,
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+    new_versions: ChannelVersions,
+) -> PutPlan:
+    """Serialize a checkpoint; list values reuse element positions `index` knows."""
+    target = parse_config(config)
+    cid = checkpoint.get("id")
+    if not isinstance(cid, str) or not cid:
+        raise InvalidConfigError(f"checkpoint['id'] must be a non-empty str, got {cid!r}")
+    record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+    md = get_serializable_checkpoint_metadata(config, metadata)
+    values_in = checkpoint.get("channel_values", {})
+    values: dict[str, tuple[Version, ValueWrite]] = {}
+    lists: dict[str, list[Any]] = {}
+    for ch, version in new_versions.items():
+        if ch not in values_in:
+            values[ch] = (version, (EMPTY_TYPE, b""))
+            continue
+        value = values_in[ch]
+        if type(value) is list:
+            key = (target.thread_id, target.checkpoint_ns, ch)
+            values[ch] = (version, plan_list(serde, index, key, value))
+            lists[ch] = value
+        else:
+            values[ch] = (version, dumps(serde, value, f"channel {ch!r}"))
+    counters = md.get("counters_since_delta_snapshot") or {}
+    row = CheckpointRow(
+        thread_id=target.thread_id,
+        checkpoint_ns=target.checkpoint_ns,
+        checkpoint_id=cid,
+        parent_id=target.checkpoint_id,
+        checkpoint=dumps(serde, record, "checkpoint"),
+        metadata=dumps(serde, md, "metadata"),
+        versions=dict(checkpoint.get("channel_versions", {})),
+        run_key=run_key(md.get("run_id")),
+        delta_channels=tuple(sorted(counters)),
+    )
+    return PutPlan(row=row, values=values, lists=lists)
+
+
+def plan_list(
+    serde: SerializerProtocol,
+    index: ElementIndex | None,
+    key: ListKey,
+    value: list[Any],
+) -> ListWrite:
+    """Serialize only the elements the index does not already hold in storage."""
+    known = index.lookup(key) if index is not None else None
+    epoch, by_id = known if known is not None else (None, {})
+    slots: list[int] = []
+    new_items: list[Typed] = []
+    reused = False
+    for i, element in enumerate(value):
+        hit = by_id.get(id(element))
+        if hit is not None and hit[0] is element:
+            slots.append(hit[1])
+            reused = True
+        else:
+            new_items.append(dumps(serde, element, f"channel {key[2]!r} item {i}"))
+            slots.append(-len(new_items))
+    return ListWrite(
+        epoch=epoch if reused else None, slots=tuple(slots), new_items=tuple(new_items)
+    )
+
+
+def record_lists(
+    index: ElementIndex, plan: PutPlan, assigned: Mapping[str, ListValue]
+) -> None:
+    """After a put, remember where each list element now lives."""
+    for ch, value in plan.lists.items():
+        stored = assigned[ch]
+        index.record(
+            (plan.row.thread_id, plan.row.checkpoint_ns, ch),
+            stored.epoch,
+            value,
+            expand_runs(stored.runs),
+        )
+
+
+def encode_writes(
+    serde: SerializerProtocol,
+    config: RunnableConfig,
+    writes: Sequence[tuple[str, Any]],
+    task_id: str,
+    task_path: str,
+) -> tuple[Target, list[WriteRow]]:
+    """Serialize a task's writes; every value is serialized before anything is stored."""
+    target = parse_config(config, need_id=True)
+    rows = [
+        WriteRow(
+            task_id=task_id,
+            idx=write_idx(channel, i),
+            channel=channel,
+            value=dumps(serde, value, f"write to channel {channel!r}"),
+            task_path=task_path,
+        )
+        for i, (channel, value) in enumerate(writes)
+    ]
+    return target, rows
+
+
+class Decoder:
+    """Turns stored tuples back into LangGraph objects, decoding list elements once."""
+
+    def __init__(
+        self, serde: SerializerProtocol, index: ElementIndex, cache: DecodeCache
+    ) -> None:
+        self.serde = serde
+        self.index = index
+        self.cache = cache
+
+    def value(self, key: ListKey, resolved: ResolvedValue) -> Any:
+        """A channel value; list elements come from the decode cache."""
+        if not isinstance(resolved, ListItems):
+            return self.serde.loads_typed(resolved)
+        positions = expand_runs(resolved.runs)
+        out = [
+            self.cache.decode(
+                key, resolved.epoch, p, lambda item=item: self.serde.loads_typed(item)
+            )
+            for p, item in zip(positions, resolved.items)
+        ]
+        self.index.record(key, resolved.epoch, out, positions)
+        return out
+
+    def metadata(self, stored: StoredTuple) -> CheckpointMetadata:
+        """The checkpoint's metadata."""
+        return cast(CheckpointMetadata, self.serde.loads_typed(stored.row.metadata))
+
+    def tuple(
+        self, stored: StoredTuple, metadata: CheckpointMetadata | None = None
+    ) -> CheckpointTuple:
+        """The full CheckpointTuple of a stored checkpoint."""
+        row = stored.row
+        checkpoint = cast(Checkpoint, self.serde.loads_typed(row.checkpoint))
+        checkpoint["channel_values"] = {
+            ch: self.value((row.thread_id, row.checkpoint_ns, ch), v)
+            for ch, v in stored.values.items()
+        }
+        return CheckpointTuple(
+            config=config_for(row.thread_id, row.checkpoint_ns, row.checkpoint_id),
+            checkpoint=checkpoint,
+            metadata=metadata if metadata is not None else self.metadata(stored),
+            parent_config=(
+                config_for(row.thread_id, row.checkpoint_ns, row.parent_id)
+                if row.parent_id
+                else None
+            ),
+            pending_writes=self.writes(stored.writes),
+        )
+
+    def writes(self, rows: Sequence[WriteRow]) -> list[PendingWrite]:
+        """Pending writes, in the order the store returned them."""
+        return [(w.task_id, w.channel, self.serde.loads_typed(w.value)) for w in rows]
+
+    def delta_history(
+        self, target: Target, history: DeltaHistory | None, channels: Sequence[str]
+    ) -> dict[str, DeltaChannelHistory]:
+        """The `get_delta_channel_history` result for every requested channel."""
+        out: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            entry: DeltaChannelHistory = {
+                "writes": self.writes(history.writes.get(ch, [])) if history else []
+            }
+            if history is not None and ch in history.seeds:
+                key = (target.thread_id, target.checkpoint_ns, ch)
+                entry["seed"] = self.value(key, history.seeds[ch])
+            out[ch] = entry
+        return out
+
+
+def matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
+    """True when every filter key is present in metadata with an equal value."""
+    if not filter:
+        return True
+    return all(k in metadata and metadata[k] == v for k, v in filter.items())

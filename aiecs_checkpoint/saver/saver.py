@@ -1,0 +1,388 @@
+"""ContextEngineSaver: a LangGraph checkpointer backed by a ContextEngine.
+
+Each public method, sync or async, is the same three steps: validate and encode
+with the pure functions of `codec`, make one store call, decode with `codec`.
+Only the store call differs between the sync and async twins, so their behaviour
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    get_checkpoint_id,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from aiecs_checkpoint.engine import ContextEngine
+from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex
+from aiecs_checkpoint.saver.codec import (
+    Decoder,
+    PutPlan,
+    StoredTuple,
+    check_strategy,
+    check_thread_id,
+    config_for,
+    encode_put,
+    encode_writes,
+    list_scope,
+    matches,
+    parse_config,
+    record_lists,
+)
+from aiecs_checkpoint.stores.base import StaleListBase, run_key
+
+
+class ContextEngineSaver(BaseCheckpointSaver[str]):
+    """LangGraph checkpointer storing threads in a `ContextEngine`.
+
+    `ContextEngineSaver()` uses the embedded in-process memory store: no server and
+    no configuration. One instance serves the sync and the async graph APIs.
+
+    Args:
+        engine: The engine to store into; a new memory-backed engine by default.
+        serde: Serializer for everything stored, metadata included (for example an
+            `EncryptedSerializer`, so nothing is kept in plaintext).
+    """
+
+    def __init__(
+        self,
+        engine: ContextEngine | None = None,
+        *,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.engine = engine if engine is not None else ContextEngine()
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        self._index = ElementIndex()
+        self._decoder = Decoder(self.serde, self._index, DecodeCache())
+
+    def with_allowlist(
+        self, extra_allowlist: Collection[tuple[str, ...]]
+    ) -> ContextEngineSaver:
+        """A clone sharing the storage, with a stricter msgpack allowlist.
+
+        The clone gets its own caches, so nothing decoded under the looser
+        allowlist is handed out by it.
+        """
+        clone = super().with_allowlist(extra_allowlist)
+        if clone is not self:
+            assert isinstance(clone, ContextEngineSaver)
+            clone._reset_caches()
+        return clone  # type: ignore[return-value]
+
+    # -- context management --------------------------------------------------------
+
+    def __enter__(self) -> ContextEngineSaver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def __aenter__(self) -> ContextEngineSaver:
+        await self.engine.initialize()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.engine.close()
+
+    # -- versions ----------------------------------------------------------------------
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """`<counter>.<random>`: increasing, and distinct across forks of a thread.
+
+        Values are stored once per (channel, version), so two branches that both
+        reach counter n must not share a version string.
+        """
+        if current is None:
+            counter = 0
+        elif isinstance(current, int):
+            counter = current
+        else:
+            counter = int(str(current).split(".")[0])
+        return f"{counter + 1:032}.{random.random():016}"
+
+    # -- put ---------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        reuse: bool = True,
+    ) -> PutPlan:
+        return encode_put(
+            self.serde,
+            self._index if reuse else None,
+            config,
+            checkpoint,
+            metadata,
+            new_versions,
+        )
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint; unchanged list elements are not serialized again."""
+        plan = self._plan(config, checkpoint, metadata, new_versions)
+        store = self.engine.checkpoints
+        try:
+            assigned = store.put_checkpoint(plan.row, plan.values)
+        except StaleListBase:
+            plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
+            assigned = store.put_checkpoint(plan.row, plan.values)
+        return self._after_put(plan, assigned)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Async `put`."""
+        plan = self._plan(config, checkpoint, metadata, new_versions)
+        store = self.engine.acheckpoints
+        try:
+            assigned = await store.put_checkpoint(plan.row, plan.values)
+        except StaleListBase:
+            plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
+            assigned = await store.put_checkpoint(plan.row, plan.values)
+        return self._after_put(plan, assigned)
+
+    def _after_put(self, plan: PutPlan, assigned: Mapping[str, Any]) -> RunnableConfig:
+        record_lists(self._index, plan, assigned)
+        row = plan.row
+        return config_for(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's writes (special writes overwrite, regular are first-wins)."""
+        t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
+        assert t.checkpoint_id is not None
+        self.engine.checkpoints.put_writes(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
+        )
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Async `put_writes`."""
+        t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
+        assert t.checkpoint_id is not None
+        await self.engine.acheckpoints.put_writes(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
+        )
+
+    # -- get and list --------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint named by the config, or the thread's latest: O(1) either way."""
+        t = parse_config(config)
+        stored = self.engine.checkpoints.get(t.thread_id, t.checkpoint_ns, t.checkpoint_id)
+        return self._decoder.tuple(stored) if stored is not None else None
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Async `get_tuple`."""
+        t = parse_config(config)
+        stored = await self.engine.acheckpoints.get(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id
+        )
+        return self._decoder.tuple(stored) if stored is not None else None
+
+    def _accept(
+        self, stored: StoredTuple, only_id: str | None, filter: Mapping[str, Any] | None
+    ) -> CheckpointTuple | None:
+        if only_id is not None and stored.row.checkpoint_id != only_id:
+            return None
+        metadata = self._decoder.metadata(stored)
+        if not matches(metadata, filter):
+            return None
+        return self._decoder.tuple(stored, metadata)
+
+    @staticmethod
+    def _before_id(before: RunnableConfig | None) -> str | None:
+        return get_checkpoint_id(before) if before else None
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first.
+
+        `config=None` lists every thread; a config without `checkpoint_ns` every
+        namespace of its thread; `checkpoint_ns=""` the root namespace only.
+        `filter` matches any metadata key; `before` is exclusive.
+        """
+        thread_id, ns, only_id = list_scope(config)
+        remaining = limit
+        if remaining is not None and remaining <= 0:
+            return
+        stream = self.engine.checkpoints.list(thread_id, ns, self._before_id(before))
+        for stored in stream:
+            tup = self._accept(stored, only_id, filter)
+            if tup is None:
+                continue
+            yield tup
+            if remaining is not None:
+                remaining -= 1
+                if remaining <= 0:
+                    return
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Async `list`."""
+        thread_id, ns, only_id = list_scope(config)
+        remaining = limit
+        if remaining is not None and remaining <= 0:
+            return
+        stream = self.engine.acheckpoints.list(thread_id, ns, self._before_id(before))
+        async for stored in stream:
+            tup = self._accept(stored, only_id, filter)
+            if tup is None:
+                continue
+            yield tup
+            if remaining is not None:
+                remaining -= 1
+                if remaining <= 0:
+                    return
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Seed and on-path writes per channel, from one walk inside the store."""
+        if not channels:
+            return {}
+        t = parse_config(config)
+        history = self.engine.checkpoints.delta_history(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id, channels
+        )
+        return self._decoder.delta_history(t, history, channels)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Async `get_delta_channel_history`."""
+        if not channels:
+            return {}
+        t = parse_config(config)
+        history = await self.engine.acheckpoints.delta_history(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id, channels
+        )
+        return self._decoder.delta_history(t, history, channels)
+
+    # -- deleting, copying, pruning ------------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, value and write of a thread."""
+        self.engine.checkpoints.delete_thread(check_thread_id(thread_id))
+        self._index.forget_thread(thread_id)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async `delete_thread`."""
+        await self.engine.acheckpoints.delete_thread(check_thread_id(thread_id))
+        self._index.forget_thread(thread_id)
+
+    @staticmethod
+    def _run_keys(run_ids: Sequence[str]) -> list[str]:
+        return [k for k in map(run_key, run_ids) if k is not None]
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints and writes of the given runs.
+
+        Surviving checkpoints that used DeltaChannel history from the deleted
+        ones keep a frozen copy of it, so they still rebuild the same state.
+        """
+        self.engine.checkpoints.delete_runs(self._run_keys(run_ids))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async `delete_for_runs`."""
+        await self.engine.acheckpoints.delete_runs(self._run_keys(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every namespace of a thread, with full parent chains and writes."""
+        src, dst = check_thread_id(source_thread_id), check_thread_id(target_thread_id)
+        if src != dst:
+            self.engine.checkpoints.copy_thread(src, dst)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async `copy_thread`."""
+        src, dst = check_thread_id(source_thread_id), check_thread_id(target_thread_id)
+        if src != dst:
+            await self.engine.acheckpoints.copy_thread(src, dst)
+
+    @staticmethod
+    def _prune_args(thread_ids: Sequence[str], strategy: str) -> tuple[list[str], bool]:
+        keep_latest = check_strategy(strategy)
+        return [check_thread_id(t) for t in thread_ids], keep_latest
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keep the latest checkpoint per namespace (`keep_latest`) or delete all.
+
+        `keep_latest` freezes the DeltaChannel history the kept checkpoint needs
+        before dropping its ancestors, so its state is rebuilt unchanged.
+        """
+        threads, keep_latest = self._prune_args(thread_ids, strategy)
+        self.engine.checkpoints.prune(threads, keep_latest)
+        for t in threads:
+            self._index.forget_thread(t)
+
+    async def aprune(
+        self, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
+    ) -> None:
+        """Async `prune`."""
+        threads, keep_latest = self._prune_args(thread_ids, strategy)
+        await self.engine.acheckpoints.prune(threads, keep_latest)
+        for t in threads:
+            self._index.forget_thread(t)
+
+
+
+__all__ = ["ContextEngineSaver"]
