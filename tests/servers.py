@@ -344,7 +344,7 @@ class RedisServer:
 
     def _spawn(self) -> None:
         self._tmpdir = Path(tempfile.mkdtemp(prefix=f"redis-{self._port}-"))
-        self._log = open(self._tmpdir / "redis.log", "w+b")  # noqa: SIM115
+        self._log = open(self._tmpdir / "redis.log", "w+b")
         self._process = subprocess.Popen(
             self._argv(self._tmpdir),
             stdin=subprocess.DEVNULL,

@@ -1,26 +1,28 @@
 """Process-local caches that make list channels cost what changed, not their length.
 
-* `ElementIndex`: per (thread, namespace, channel), the list elements this process
-  last wrote or read, with their element-log positions. A new version of the list
-  reuses a position when it holds the very same object (identity, not equality),
-  so unchanged elements are never serialized again. LangGraph state values must
-  not be mutated in place (nodes return updates), which is what makes identity a
-  sound test; an element that is a new object is always serialized.
-* `DecodeCache`: decoded element per (thread, namespace, channel, epoch, position).
-  Log entries are immutable and an epoch is never reused, so an entry can never
-  go stale; readers get a shallow copy so a reader that reassigns attributes
-  cannot change what the next reader sees.
+* `ElementIndex`: per (thread, namespace, channel), the list this process last
+  wrote or read, with each element's element-log position. A new version of the
+  list reuses the position of every element that is the very same object
+  (identity, never equality), so unchanged elements are not serialized again.
+  The common case, a list that only grew, is checked at C speed.
+  Objects a task returned in its writes since the last checkpoint are "dirty"
+  and always serialized again, so a message edited and returned by a node is
+  stored as edited. LangGraph state must not be mutated in place otherwise.
+* `DecodeCache`: decoded elements per (thread, namespace, channel, epoch),
+  indexed by position. Log entries are immutable and an epoch is never reused,
+  so an entry can never go stale. Decoded elements are shared by the reads of
+  one process, as LangGraph shares state objects within a run.
 
-Both are bounded LRU maps: losing an entry only costs a re-serialization or a
+Both are bounded LRU maps: losing an entry costs a re-serialization or a
 re-decode, never correctness.
 """
 
 from __future__ import annotations
 
-import copy
+import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
@@ -52,57 +54,108 @@ class _LRU(Generic[K, V]):
             while len(self._data) > self._capacity:
                 self._data.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        with self._lock:
+            return self._data.pop(key, None)
+
     def discard_where(self, predicate: Callable[[K], bool]) -> None:
         with self._lock:
             for key in [k for k in self._data if predicate(k)]:
                 del self._data[key]
 
 
+class Known:
+    """A list as last written or read: its elements and their log positions."""
+
+    __slots__ = ("elements", "epoch", "positions")
+
+    def __init__(self, epoch: str, elements: list[Any], positions: list[int]) -> None:
+        self.epoch = epoch
+        self.elements = elements
+        self.positions = positions
+
+    def reuse(self, value: Sequence[Any], dirty: set[int]) -> list[int | None]:
+        """Per element of `value`, the position it can reuse, or None."""
+        n = len(self.elements)
+        if len(value) >= n and all(map(operator.is_, value, self.elements)):
+            if not dirty or dirty.isdisjoint(map(id, self.elements)):
+                return [*self.positions, *([None] * (len(value) - n))]
+        by_id = {id(e): (e, p) for e, p in zip(self.elements, self.positions)}
+        out: list[int | None] = []
+        for element in value:
+            hit = by_id.get(id(element))
+            ok = hit is not None and hit[0] is element and id(element) not in dirty
+            out.append(hit[1] if ok and hit is not None else None)
+        return out
+
+
 class ElementIndex:
     """Which element-log position holds which live object, per list channel."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._lru: _LRU[ListKey, tuple[str, dict[int, tuple[Any, int]]]] = _LRU(
-            capacity
-        )
+        self._lists: _LRU[ListKey, Known] = _LRU(capacity)
+        self._dirty: _LRU[tuple[str, str], dict[int, Any]] = _LRU(capacity)
 
-    def lookup(self, key: ListKey) -> tuple[str, dict[int, tuple[Any, int]]] | None:
-        """The epoch and id(obj) -> (obj, position) map last recorded for `key`."""
-        return self._lru.get(key)
+    def lookup(self, key: ListKey) -> Known | None:
+        """What this process last wrote or read for `key`."""
+        return self._lists.get(key)
 
     def record(
-        self, key: ListKey, epoch: str, elements: Sequence[Any], positions: Sequence[int]
+        self, key: ListKey, epoch: str, elements: Iterable[Any], positions: list[int]
     ) -> None:
-        """Remember that `elements[i]` is stored at `positions[i]` of `epoch`."""
-        self._lru.put(
-            key, (epoch, {id(e): (e, p) for e, p in zip(elements, positions)})
-        )
+        """Remember that element i of `elements` is stored at `positions[i]`."""
+        self._lists.put(key, Known(epoch, list(elements), positions))
+
+    def mark_dirty(self, thread_id: str, checkpoint_ns: str, values: Iterable[Any]) -> None:
+        """Objects a task wrote: the next checkpoint serializes them again."""
+        ids = self._dirty.get((thread_id, checkpoint_ns))
+        if ids is None:
+            ids = {}
+            self._dirty.put((thread_id, checkpoint_ns), ids)
+        for value in values:
+            items = value if type(value) is list else (value,)
+            for item in items:
+                ids[id(item)] = item
+
+    def take_dirty(self, thread_id: str, checkpoint_ns: str) -> set[int]:
+        """The ids marked dirty since the last checkpoint of this namespace."""
+        ids = self._dirty.pop((thread_id, checkpoint_ns))
+        return set(ids) if ids else set()
 
     def forget_thread(self, thread_id: str) -> None:
         """Drop every entry of a thread (after it was deleted or rewritten)."""
-        self._lru.discard_where(lambda k: k[0] == thread_id)
+        self._lists.discard_where(lambda k: k[0] == thread_id)
+        self._dirty.discard_where(lambda k: k[0] == thread_id)
+
+
+_MISSING = object()
 
 
 class DecodeCache:
     """Decoded list elements by their immutable storage position."""
 
-    def __init__(self, capacity: int = 200_000) -> None:
-        self._lru: _LRU[tuple[str, str, str, str, int], Any] = _LRU(capacity)
+    def __init__(self, capacity: int = 4096) -> None:
+        self._lru: _LRU[tuple[str, str, str, str], list[Any]] = _LRU(capacity)
 
     def decode(
         self,
         key: ListKey,
         epoch: str,
-        position: int,
-        load: Callable[[], Any],
-    ) -> Any:
-        """The element at `position`, decoded once per process, copied per reader."""
-        full = (*key, epoch, position)
-        cached = self._lru.get(full)
-        if cached is None:
-            cached = (load(),)
-            self._lru.put(full, cached)
-        try:
-            return copy.copy(cached[0])
-        except Exception:
-            return load()
+        positions: Sequence[int],
+        items: Sequence[Any],
+        load: Callable[[Any], Any],
+    ) -> list[Any]:
+        """The elements at `positions` (serialized as `items`), each decoded once."""
+        full = (*key, epoch)
+        decoded = self._lru.get(full)
+        if decoded is None:
+            decoded = []
+            self._lru.put(full, decoded)
+        if positions and max(positions) >= len(decoded):
+            decoded.extend([_MISSING] * (max(positions) + 1 - len(decoded)))
+        out = [decoded[p] for p in positions]
+        for i, value in enumerate(out):
+            if value is _MISSING:
+                value = decoded[positions[i]] = load(items[i])
+                out[i] = value
+        return out

@@ -30,7 +30,7 @@ from aiecs_checkpoint.errors import (
     InvalidThreadIdError,
     SerializationError,
 )
-from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, ListKey
+from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, Known, ListKey
 from aiecs_checkpoint.stores.base import (
     EMPTY_TYPE,
     CheckpointRow,
@@ -164,13 +164,21 @@ def encode_put(
     metadata: CheckpointMetadata,
     new_versions: ChannelVersions,
 ) -> PutPlan:
-    """Serialize a checkpoint; list values reuse element positions `index` knows."""
+    """Serialize a checkpoint; list values reuse element positions `index` knows.
+
+    Without an index every list element is serialized. Manual state updates
+    (`update_state`, forks) never reuse positions: their values come from the
+    caller, who may have edited objects it read.
+    """
     target = parse_config(config)
     cid = checkpoint.get("id")
     if not isinstance(cid, str) or not cid:
         raise InvalidConfigError(f"checkpoint['id'] must be a non-empty str, got {cid!r}")
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
+    if md.get("source") in ("update", "fork"):
+        index = None
+    dirty = index.take_dirty(target.thread_id, target.checkpoint_ns) if index else set()
     values_in = checkpoint.get("channel_values", {})
     values: dict[str, tuple[Version, ValueWrite]] = {}
     lists: dict[str, list[Any]] = {}
@@ -180,8 +188,8 @@ def encode_put(
             continue
         value = values_in[ch]
         if type(value) is list:
-            key = (target.thread_id, target.checkpoint_ns, ch)
-            values[ch] = (version, plan_list(serde, index, key, value))
+            known = index.lookup((target.thread_id, target.checkpoint_ns, ch)) if index else None
+            values[ch] = (version, plan_list(serde, known, dirty, ch, value))
             lists[ch] = value
         else:
             values[ch] = (version, dumps(serde, value, f"channel {ch!r}"))
@@ -202,26 +210,26 @@ def encode_put(
 
 def plan_list(
     serde: SerializerProtocol,
-    index: ElementIndex | None,
-    key: ListKey,
+    known: Known | None,
+    dirty: set[int],
+    channel: str,
     value: list[Any],
 ) -> ListWrite:
-    """Serialize only the elements the index does not already hold in storage."""
-    known = index.lookup(key) if index is not None else None
-    epoch, by_id = known if known is not None else (None, {})
+    """Serialize only the elements not already stored (per `known`)."""
+    reuse = known.reuse(value, dirty) if known is not None else [None] * len(value)
     slots: list[int] = []
     new_items: list[Typed] = []
-    reused = False
-    for i, element in enumerate(value):
-        hit = by_id.get(id(element))
-        if hit is not None and hit[0] is element:
-            slots.append(hit[1])
-            reused = True
+    for i, position in enumerate(reuse):
+        if position is not None:
+            slots.append(position)
         else:
-            new_items.append(dumps(serde, element, f"channel {key[2]!r} item {i}"))
+            new_items.append(dumps(serde, value[i], f"channel {channel!r} item {i}"))
             slots.append(-len(new_items))
+    reused = len(new_items) < len(value)
     return ListWrite(
-        epoch=epoch if reused else None, slots=tuple(slots), new_items=tuple(new_items)
+        epoch=known.epoch if reused and known is not None else None,
+        slots=tuple(slots),
+        new_items=tuple(new_items),
     )
 
 
@@ -276,12 +284,9 @@ class Decoder:
         if not isinstance(resolved, ListItems):
             return self.serde.loads_typed(resolved)
         positions = expand_runs(resolved.runs)
-        out = [
-            self.cache.decode(
-                key, resolved.epoch, p, lambda item=item: self.serde.loads_typed(item)
-            )
-            for p, item in zip(positions, resolved.items)
-        ]
+        out = self.cache.decode(
+            key, resolved.epoch, positions, resolved.items, self.serde.loads_typed
+        )
         self.index.record(key, resolved.epoch, out, positions)
         return out
 

@@ -193,6 +193,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         """Store a task's writes (special writes overwrite, regular are first-wins)."""
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         assert t.checkpoint_id is not None
+        self._index.mark_dirty(t.thread_id, t.checkpoint_ns, (v for _, v in writes))
         self.engine.checkpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
@@ -207,6 +208,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         """Async `put_writes`."""
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         assert t.checkpoint_id is not None
+        self._index.mark_dirty(t.thread_id, t.checkpoint_ns, (v for _, v in writes))
         await self.engine.acheckpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
