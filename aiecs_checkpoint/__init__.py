@@ -1,7 +1,7 @@
 """aiecs_checkpoint: a LangGraph checkpointer and context engine in one storage.
 
-    from aiecs_checkpoint import ContextEngineSaver
-    graph = builder.compile(checkpointer=ContextEngineSaver())
+from aiecs_checkpoint import ContextEngineSaver
+graph = builder.compile(checkpointer=ContextEngineSaver())
 """
 
 from aiecs_checkpoint.engine import ContextEngine

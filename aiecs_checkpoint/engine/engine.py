@@ -22,7 +22,9 @@ class ContextEngine:
     """Owns the checkpoint store shared by `ContextEngineSaver` and the domain APIs."""
 
     def __init__(self, *, store: CheckpointStore | None = None) -> None:
-        self.checkpoints: CheckpointStore = store if store is not None else MemoryStore()
+        self.checkpoints: CheckpointStore = (
+            store if store is not None else MemoryStore()
+        )
         self.acheckpoints: AsyncCheckpointStore = InProcessAsync(self.checkpoints)
 
     @property
@@ -31,7 +33,7 @@ class ContextEngine:
         return self.checkpoints.backend
 
     async def initialize(self) -> bool:
-        """Prepare the stores; the memory store needs nothing. Returns True when ready."""
+        """Prepare the stores (the memory store needs nothing); True when ready."""
         return True
 
     async def close(self) -> None:

@@ -80,7 +80,8 @@ class Known:
         if len(value) >= n and all(map(operator.is_, value, self.elements)):
             if not dirty or dirty.isdisjoint(map(id, self.elements)):
                 return [*self.positions, *([None] * (len(value) - n))]
-        by_id = {id(e): (e, p) for e, p in zip(self.elements, self.positions)}
+        pairs = zip(self.elements, self.positions, strict=True)
+        by_id = {id(e): (e, p) for e, p in pairs}
         out: list[int | None] = []
         for element in value:
             hit = by_id.get(id(element))
@@ -106,7 +107,9 @@ class ElementIndex:
         """Remember that element i of `elements` is stored at `positions[i]`."""
         self._lists.put(key, Known(epoch, list(elements), positions))
 
-    def mark_dirty(self, thread_id: str, checkpoint_ns: str, values: Iterable[Any]) -> None:
+    def mark_dirty(
+        self, thread_id: str, checkpoint_ns: str, values: Iterable[Any]
+    ) -> None:
         """Objects a task wrote: the next checkpoint serializes them again."""
         ids = self._dirty.get((thread_id, checkpoint_ns))
         if ids is None:

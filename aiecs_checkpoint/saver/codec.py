@@ -103,7 +103,9 @@ def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Tar
     return Target(thread_id, ns, cid or None)
 
 
-def list_scope(config: RunnableConfig | None) -> tuple[str | None, str | None, str | None]:
+def list_scope(
+    config: RunnableConfig | None,
+) -> tuple[str | None, str | None, str | None]:
     """(thread id, namespace, checkpoint id) a `list` call is restricted to.
 
     `None` config lists every thread; a config without `checkpoint_ns` lists every
@@ -136,7 +138,9 @@ def dumps(serde: SerializerProtocol, value: Any, what: str) -> Typed:
         ) from exc
 
 
-def config_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+def config_for(
+    thread_id: str, checkpoint_ns: str, checkpoint_id: str
+) -> RunnableConfig:
     """The canonical config of a stored checkpoint."""
     return {
         "configurable": {
@@ -173,7 +177,9 @@ def encode_put(
     target = parse_config(config)
     cid = checkpoint.get("id")
     if not isinstance(cid, str) or not cid:
-        raise InvalidConfigError(f"checkpoint['id'] must be a non-empty str, got {cid!r}")
+        raise InvalidConfigError(
+            f"checkpoint['id'] must be a non-empty str, got {cid!r}"
+        )
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
     if md.get("source") in ("update", "fork"):
@@ -188,7 +194,11 @@ def encode_put(
             continue
         value = values_in[ch]
         if type(value) is list:
-            known = index.lookup((target.thread_id, target.checkpoint_ns, ch)) if index else None
+            known = (
+                index.lookup((target.thread_id, target.checkpoint_ns, ch))
+                if index
+                else None
+            )
             values[ch] = (version, plan_list(serde, known, dirty, ch, value))
             lists[ch] = value
         else:
@@ -254,7 +264,7 @@ def encode_writes(
     task_id: str,
     task_path: str,
 ) -> tuple[Target, list[WriteRow]]:
-    """Serialize a task's writes; every value is serialized before anything is stored."""
+    """Serialize a task's writes, all of them before anything is stored."""
     target = parse_config(config, need_id=True)
     rows = [
         WriteRow(

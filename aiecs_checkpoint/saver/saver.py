@@ -8,6 +8,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import builtins
 import random
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -30,7 +31,6 @@ from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex
 from aiecs_checkpoint.saver.codec import (
     Decoder,
     PutPlan,
-    StoredTuple,
     check_strategy,
     check_thread_id,
     config_for,
@@ -41,7 +41,7 @@ from aiecs_checkpoint.saver.codec import (
     parse_config,
     record_lists,
 )
-from aiecs_checkpoint.stores.base import StaleListBase, run_key
+from aiecs_checkpoint.stores.base import StaleListBase, StoredTuple, run_key
 
 
 class ContextEngineSaver(BaseCheckpointSaver[str]):
@@ -82,9 +82,9 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         if clone is not self:
             assert isinstance(clone, ContextEngineSaver)
             clone._reset_caches()
-        return clone  # type: ignore[return-value]
+        return clone
 
-    # -- context management --------------------------------------------------------
+    # -- context management ----------------------------------------------------
 
     def __enter__(self) -> ContextEngineSaver:
         return self
@@ -109,7 +109,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
     ) -> None:
         await self.engine.close()
 
-    # -- versions ----------------------------------------------------------------------
+    # -- versions --------------------------------------------------------------
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """`<counter>.<random>`: increasing, and distinct across forks of a thread.
@@ -125,7 +125,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
             counter = int(str(current).split(".")[0])
         return f"{counter + 1:032}.{random.random():016}"
 
-    # -- put ---------------------------------------------------------------------------
+    # -- put -------------------------------------------------------------------
 
     def _plan(
         self,
@@ -213,12 +213,14 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
 
-    # -- get and list --------------------------------------------------------------------
+    # -- get and list ----------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint named by the config, or the thread's latest: O(1) either way."""
+        """The checkpoint named by the config, or the latest: O(1) either way."""
         t = parse_config(config)
-        stored = self.engine.checkpoints.get(t.thread_id, t.checkpoint_ns, t.checkpoint_id)
+        stored = self.engine.checkpoints.get(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id
+        )
         return self._decoder.tuple(stored) if stored is not None else None
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -320,7 +322,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         )
         return self._decoder.delta_history(t, history, channels)
 
-    # -- deleting, copying, pruning ------------------------------------------------------------
+    # -- deleting, copying, pruning --------------------------------------------
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of a thread."""
@@ -333,7 +335,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         self._index.forget_thread(thread_id)
 
     @staticmethod
-    def _run_keys(run_ids: Sequence[str]) -> list[str]:
+    def _run_keys(run_ids: Sequence[str]) -> builtins.list[str]:
         return [k for k in map(run_key, run_ids) if k is not None]
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -361,11 +363,15 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
             await self.engine.acheckpoints.copy_thread(src, dst)
 
     @staticmethod
-    def _prune_args(thread_ids: Sequence[str], strategy: str) -> tuple[list[str], bool]:
+    def _prune_args(
+        thread_ids: Sequence[str], strategy: str
+    ) -> tuple[builtins.list[str], bool]:
         keep_latest = check_strategy(strategy)
         return [check_thread_id(t) for t in thread_ids], keep_latest
 
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+    def prune(
+        self, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
+    ) -> None:
         """Keep the latest checkpoint per namespace (`keep_latest`) or delete all.
 
         `keep_latest` freezes the DeltaChannel history the kept checkpoint needs
@@ -384,7 +390,6 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         await self.engine.acheckpoints.prune(threads, keep_latest)
         for t in threads:
             self._index.forget_thread(t)
-
 
 
 __all__ = ["ContextEngineSaver"]

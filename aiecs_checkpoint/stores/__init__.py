@@ -1,4 +1,4 @@
-"""Checkpoint stores: the embedded memory store (default), later Redis and ClickHouse."""
+"""Checkpoint stores: the embedded memory store (default), Redis, ClickHouse."""
 
 from aiecs_checkpoint.stores.memory import MemoryStore
 

@@ -27,16 +27,23 @@ The storage model, shared by every store:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
 from langgraph.checkpoint.base import WRITES_IDX_MAP, writes_sort_key
 
 Typed = tuple[str, bytes]
 """A value as the serializer's `dumps_typed` returns it."""
 
-Version = Union[str, int, float]
+Version = str | int | float
 
 EMPTY_TYPE = "empty"
 """Type tag of a channel that has a version but no value (as InMemorySaver)."""
@@ -63,10 +70,10 @@ class ListItems:
     items: tuple[Typed, ...]
 
 
-StoredValue = Union[Typed, ListValue]
+StoredValue = Typed | ListValue
 """What a store keeps per (channel, version)."""
 
-ResolvedValue = Union[Typed, ListItems]
+ResolvedValue = Typed | ListItems
 """What a store returns per (channel, version): list values come with their items."""
 
 
@@ -84,7 +91,7 @@ class ListWrite:
     new_items: tuple[Typed, ...]
 
 
-ValueWrite = Union[Typed, ListWrite]
+ValueWrite = Typed | ListWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +154,14 @@ def run_key(run_id: object) -> str | None:
 
 
 def write_idx(channel: str, position: int) -> int:
-    """The idx a write is stored under: special channels get their fixed negative idx."""
+    """The idx a write is stored under: special channels have fixed negative ones."""
     return WRITES_IDX_MAP.get(channel, position)
 
 
 def merge_writes(
     existing: Mapping[tuple[str, int], WriteRow], incoming: Iterable[WriteRow]
 ) -> dict[tuple[str, int], WriteRow]:
-    """The rows to store: special writes (idx < 0) overwrite, regular ones are first-wins."""
+    """Rows to store: special writes (idx < 0) overwrite, regular are first-wins."""
     out: dict[tuple[str, int], WriteRow] = {}
     for w in incoming:
         key = (w.task_id, w.idx)
@@ -290,7 +297,10 @@ class CheckpointStore(Protocol):
     ) -> StoredTuple | None: ...
 
     def list(
-        self, thread_id: str | None, checkpoint_ns: str | None, before: str | None = None
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None = None,
     ) -> Iterator[StoredTuple]: ...
 
     def delta_history(
@@ -332,7 +342,10 @@ class AsyncCheckpointStore(Protocol):
     ) -> StoredTuple | None: ...
 
     def list(
-        self, thread_id: str | None, checkpoint_ns: str | None, before: str | None = None
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None = None,
     ) -> AsyncIterator[StoredTuple]: ...
 
     async def delta_history(
@@ -382,7 +395,10 @@ class InProcessAsync:
         return self._s.get(thread_id, checkpoint_ns, checkpoint_id)
 
     async def list(
-        self, thread_id: str | None, checkpoint_ns: str | None, before: str | None = None
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None = None,
     ) -> AsyncIterator[StoredTuple]:
         for item in self._s.list(thread_id, checkpoint_ns, before):
             yield item

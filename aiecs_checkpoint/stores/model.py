@@ -1,0 +1,252 @@
+"""One thread's checkpoint data in memory, and every operation on it.
+
+The memory store keeps its threads in this form. The Redis store loads a thread
+into this form for the operations that rewrite history (prune, delete_for_runs,
+copy_thread), runs the same functions, and writes the result back atomically, so
+both stores rewrite history with one piece of code.
+
+Per namespace (`Namespace`):
+
+* `ids`: checkpoint ids kept sorted (uuid6 ids sort by creation): the latest is
+  `ids[-1]`, a `before` cursor is a bisect;
+* `rows`: checkpoint id -> `CheckpointRow`;
+* `writes`: checkpoint id -> {(task id, idx): WriteRow};
+* `values`: (channel, version) -> stored value, shared by every checkpoint that
+  has that version;
+* `logs`: (channel, epoch) -> append-only element log of list values, and
+  `epochs`: channel -> the epoch new elements are appended to.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiecs_checkpoint.stores.base import (
+    CheckpointRow,
+    DeltaHistory,
+    ListItems,
+    ListValue,
+    ListWrite,
+    ResolvedValue,
+    StaleListBase,
+    StoredTuple,
+    StoredValue,
+    Typed,
+    ValueWrite,
+    Version,
+    WriteRow,
+    compress_positions,
+    expand_runs,
+    frozen_base,
+    is_empty,
+    merge_writes,
+    ordered_writes,
+    walk_delta_history,
+)
+
+
+@dataclass
+class Namespace:
+    """The checkpoints, values, writes and element logs of one namespace."""
+
+    ids: list[str] = field(default_factory=list)
+    rows: dict[str, CheckpointRow] = field(default_factory=dict)
+    writes: dict[str, dict[tuple[str, int], WriteRow]] = field(default_factory=dict)
+    values: dict[tuple[str, Version], StoredValue] = field(default_factory=dict)
+    logs: dict[tuple[str, str], list[Typed]] = field(default_factory=dict)
+    epochs: dict[str, str] = field(default_factory=dict)
+
+
+Thread = dict[str, Namespace]
+"""A thread: namespace -> its data."""
+
+
+def put_checkpoint(
+    ns: Namespace, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
+) -> tuple[dict[str, ListValue], CheckpointRow | None]:
+    """Store a row and its new values; returns list manifests and the replaced row.
+
+    Raises `StaleListBase`, changing nothing, when a list write reuses positions
+    of an element log that is gone.
+    """
+    for channel, (_, write) in values.items():
+        if isinstance(write, ListWrite) and write.epoch is not None:
+            if (channel, write.epoch) not in ns.logs:
+                raise StaleListBase(write.epoch)
+    assigned: dict[str, ListValue] = {}
+    for channel, (version, write) in values.items():
+        if isinstance(write, ListWrite):
+            stored = append_list(ns, channel, write)
+            assigned[channel] = stored
+            ns.values[(channel, version)] = stored
+        else:
+            ns.values[(channel, version)] = write
+    return assigned, insert_row(ns, row)
+
+
+def append_list(ns: Namespace, channel: str, write: ListWrite) -> ListValue:
+    """Append a list write's new elements to its log; returns the manifest."""
+    epoch = write.epoch or ns.epochs.get(channel) or uuid.uuid4().hex
+    log = ns.logs.setdefault((channel, epoch), [])
+    ns.epochs.setdefault(channel, epoch)
+    start = len(log)
+    log.extend(write.new_items)
+    positions = (s if s >= 0 else start - s - 1 for s in write.slots)
+    return ListValue(epoch=epoch, runs=compress_positions(positions))
+
+
+def insert_row(ns: Namespace, row: CheckpointRow) -> CheckpointRow | None:
+    """Add or replace a row, keeping `ids` sorted; returns the replaced row."""
+    cid = row.checkpoint_id
+    old = ns.rows.get(cid)
+    if old is None:
+        if not ns.ids or ns.ids[-1] < cid:
+            ns.ids.append(cid)
+        else:
+            bisect.insort(ns.ids, cid)
+    ns.rows[cid] = row
+    return old
+
+
+def put_writes(ns: Namespace, checkpoint_id: str, rows: Sequence[WriteRow]) -> None:
+    """Store a task's writes: special ones overwrite, regular are first-wins."""
+    stored = ns.writes.setdefault(checkpoint_id, {})
+    stored.update(merge_writes(stored, rows))
+
+
+def value(ns: Namespace, channel: str, version: Version) -> ResolvedValue | None:
+    """The stored value of (channel, version), list elements resolved."""
+    stored = ns.values.get((channel, version))
+    if isinstance(stored, ListValue):
+        log = ns.logs[(channel, stored.epoch)]
+        items = tuple(log[p] for p in expand_runs(stored.runs))
+        return ListItems(stored.epoch, stored.runs, items)
+    return stored
+
+
+def resolve(ns: Namespace, row: CheckpointRow) -> StoredTuple:
+    """A row with its values and ordered writes."""
+    values: dict[str, ResolvedValue] = {}
+    for ch, ver in row.versions.items():
+        resolved = value(ns, ch, ver)
+        if resolved is not None and not is_empty(resolved):
+            values[ch] = resolved
+    writes = ordered_writes(ns.writes.get(row.checkpoint_id, {}).values())
+    return StoredTuple(row=row, values=values, writes=writes)
+
+
+def walk(ns: Namespace, target: CheckpointRow, channels: Sequence[str]) -> DeltaHistory:
+    """DeltaChannel history of `target` within its namespace."""
+    return walk_delta_history(
+        target,
+        channels,
+        get_row=ns.rows.get,
+        get_writes=lambda r: ordered_writes(
+            ns.writes.get(r.checkpoint_id, {}).values()
+        ),
+        get_value=lambda r, ch: value(ns, ch, r.versions[ch]),
+    )
+
+
+def freeze(ns: Namespace, rows: Iterable[CheckpointRow]) -> None:
+    """Give each row the frozen delta base it needs before ancestors are removed."""
+    for row in rows:
+        base = frozen_base(
+            row,
+            is_populated=lambda r, ch: (
+                ch in r.versions and not is_empty(value(ns, ch, r.versions[ch]))
+            ),
+            walk=lambda r, chs: walk(ns, r, chs),
+        )
+        if base:
+            row.delta_base = {**base, **row.delta_base}
+
+
+def delete_ids(ns: Namespace, cids: set[str]) -> list[CheckpointRow]:
+    """Remove checkpoints; survivors that lose their parent get a delta base.
+
+    Returns the removed rows. Unreferenced values are dropped and element logs
+    compacted.
+    """
+    orphans = [
+        r
+        for r in ns.rows.values()
+        if r.checkpoint_id not in cids and r.parent_id in cids
+    ]
+    freeze(ns, orphans)
+    removed = [ns.rows.pop(c) for c in cids if c in ns.rows]
+    for cid in cids:
+        ns.writes.pop(cid, None)
+    ns.ids = [c for c in ns.ids if c not in cids]
+    collect_garbage(ns)
+    return removed
+
+
+def keep_latest(ns: Namespace) -> list[CheckpointRow]:
+    """Keep only the latest checkpoint (with the delta base it needs)."""
+    if len(ns.ids) <= 1:
+        return []
+    latest = ns.rows[ns.ids[-1]]
+    freeze(ns, [latest])
+    return delete_ids(ns, set(ns.ids[:-1]))
+
+
+def collect_garbage(ns: Namespace) -> None:
+    """Drop values and writes no checkpoint references; compact element logs."""
+    live = {(ch, v) for r in ns.rows.values() for ch, v in r.versions.items()}
+    ns.values = {k: v for k, v in ns.values.items() if k in live}
+    ns.writes = {k: v for k, v in ns.writes.items() if k in ns.rows}
+    used: dict[tuple[str, str], set[int]] = {}
+    for (ch, _), v in ns.values.items():
+        if isinstance(v, ListValue):
+            used.setdefault((ch, v.epoch), set()).update(expand_runs(v.runs))
+    remap: dict[tuple[str, str], tuple[str, dict[int, int]]] = {}
+    logs: dict[tuple[str, str], list[Typed]] = {}
+    for (ch, epoch), positions in used.items():
+        log = ns.logs[(ch, epoch)]
+        if len(positions) == len(log):
+            logs[(ch, epoch)] = log
+            continue
+        fresh = uuid.uuid4().hex
+        order = sorted(positions)
+        logs[(ch, fresh)] = [log[p] for p in order]
+        remap[(ch, epoch)] = (fresh, {p: i for i, p in enumerate(order)})
+    for key, v in list(ns.values.items()):
+        if isinstance(v, ListValue) and (key[0], v.epoch) in remap:
+            fresh, pos = remap[(key[0], v.epoch)]
+            runs = compress_positions(pos[p] for p in expand_runs(v.runs))
+            ns.values[key] = ListValue(fresh, runs)
+    epochs: dict[str, str] = {}
+    for ch, epoch in ns.epochs.items():
+        current = remap[(ch, epoch)][0] if (ch, epoch) in remap else epoch
+        if (ch, current) in logs:
+            epochs[ch] = current
+    ns.logs = logs
+    ns.epochs = epochs
+
+
+def copy_into(src: Thread, dst: Thread, target_thread: str) -> list[CheckpointRow]:
+    """Copy every namespace of `src` into `dst` (rows renamed to `target_thread`).
+
+    Returns the rows added. Element logs keep their epochs: epochs are random and
+    scoped to a thread, so they cannot clash with the target's.
+    """
+    added: list[CheckpointRow] = []
+    for name, s in src.items():
+        d = dst.setdefault(name, Namespace())
+        for cid in s.ids:
+            row = dataclasses.replace(s.rows[cid], thread_id=target_thread)
+            insert_row(d, row)
+            added.append(row)
+        for cid, ws in s.writes.items():
+            d.writes.setdefault(cid, {}).update(ws)
+        d.values.update(s.values)
+        for key, log in s.logs.items():
+            d.logs.setdefault(key, list(log))
+        for ch, epoch in s.epochs.items():
+            d.epochs.setdefault(ch, epoch)
+    return added
