@@ -74,6 +74,12 @@ class Known:
         self.elements = elements
         self.positions = positions
 
+    def positions_of(self, ids: set[int]) -> list[int]:
+        """Positions of the recorded elements whose id is in `ids`."""
+        if not ids:
+            return []
+        return [p for e, p in zip(self.elements, self.positions) if id(e) in ids]
+
     def reuse(self, value: Sequence[Any], dirty: set[int]) -> list[int | None]:
         """Per element of `value`, the position it can reuse, or None."""
         n = len(self.elements)
@@ -88,6 +94,24 @@ class Known:
             ok = hit is not None and hit[0] is element and id(element) not in dirty
             out.append(hit[1] if ok and hit is not None else None)
         return out
+
+    def forget(self, key: ListKey, epoch: str, positions: Iterable[int]) -> None:
+        """Drop decoded elements (their objects were edited in place by a caller)."""
+        decoded = self._lru.get((*key, epoch))
+        if decoded is not None:
+            for p in positions:
+                if p < len(decoded):
+                    decoded[p] = _MISSING
+
+    def known_prefix(self, key: ListKey, epoch: str) -> int:
+        """How many leading positions of (key, epoch) are decoded."""
+        decoded = self._lru.get((*key, epoch))
+        if not decoded:
+            return 0
+        try:
+            return decoded.index(_MISSING)
+        except ValueError:
+            return len(decoded)
 
 
 class ElementIndex:
@@ -134,6 +158,10 @@ class ElementIndex:
 _MISSING = object()
 
 
+class OmittedElement(LookupError):
+    """A store omitted an element this cache was expected to hold; fetch again."""
+
+
 class DecodeCache:
     """Decoded list elements by their immutable storage position."""
 
@@ -157,8 +185,27 @@ class DecodeCache:
         if positions and max(positions) >= len(decoded):
             decoded.extend([_MISSING] * (max(positions) + 1 - len(decoded)))
         out = [decoded[p] for p in positions]
-        for i, value in enumerate(out):
-            if value is _MISSING:
-                value = decoded[positions[i]] = load(items[i])
-                out[i] = value
+        missing = [i for i, v in enumerate(out) if v is _MISSING]
+        if any(items[i] is None for i in missing):
+            raise OmittedElement(epoch)
+        for i in missing:
+            out[i] = decoded[positions[i]] = load(items[i])
         return out
+
+    def forget(self, key: ListKey, epoch: str, positions: Iterable[int]) -> None:
+        """Drop decoded elements (their objects were edited in place by a caller)."""
+        decoded = self._lru.get((*key, epoch))
+        if decoded is not None:
+            for p in positions:
+                if p < len(decoded):
+                    decoded[p] = _MISSING
+
+    def known_prefix(self, key: ListKey, epoch: str) -> int:
+        """How many leading positions of (key, epoch) are decoded."""
+        decoded = self._lru.get((*key, epoch))
+        if not decoded:
+            return 0
+        try:
+            return decoded.index(_MISSING)
+        except ValueError:
+            return len(decoded)

@@ -163,6 +163,7 @@ class PutPlan:
 def encode_put(
     serde: SerializerProtocol,
     index: ElementIndex | None,
+    cache: DecodeCache,
     config: RunnableConfig,
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
@@ -182,8 +183,7 @@ def encode_put(
         )
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
-    if md.get("source") in ("update", "fork"):
-        index = None
+    manual = md.get("source") in ("update", "fork")
     dirty = index.take_dirty(target.thread_id, target.checkpoint_ns) if index else set()
     values_in = checkpoint.get("channel_values", {})
     values: dict[str, tuple[Version, ValueWrite]] = {}
@@ -194,11 +194,13 @@ def encode_put(
             continue
         value = values_in[ch]
         if type(value) is list:
-            known = (
-                index.lookup((target.thread_id, target.checkpoint_ns, ch))
-                if index
-                else None
-            )
+            key = (target.thread_id, target.checkpoint_ns, ch)
+            known = index.lookup(key) if index else None
+            if known is not None:
+                edited = set(map(id, value)) if manual else dirty
+                cache.forget(key, known.epoch, known.positions_of(edited))
+            if manual:
+                known = None
             values[ch] = (version, plan_list(serde, known, dirty, ch, value))
             lists[ch] = value
         else:

@@ -68,7 +68,8 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
 
     def _reset_caches(self) -> None:
         self._index = ElementIndex()
-        self._decoder = Decoder(self.serde, self._index, DecodeCache())
+        self._cache = DecodeCache()
+        self._decoder = Decoder(self.serde, self._index, self._cache)
 
     def with_allowlist(
         self, extra_allowlist: Collection[tuple[str, ...]]
@@ -138,6 +139,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         return encode_put(
             self.serde,
             self._index if reuse else None,
+            self._cache,
             config,
             checkpoint,
             metadata,
