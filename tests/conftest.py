@@ -1,32 +1,81 @@
 """Shared fixtures: every saver-level test runs once per store.
 
-`STORES` names the stores a test can run on; `make_saver(store)` builds a fresh
-`ContextEngineSaver` on one of them. Tests take the `saver` fixture (or
-`store_name` to build several savers) and so run on every store without being
-copied.
+Stores: "memory" (embedded), "redis" (a real redis-server started for the
+session on a free 127.0.0.1 port, or `REDIS_URL` when set) and "cluster" (a
+real 3-master Redis Cluster started for the session). Each saver gets its own
+key prefix, so tests never see each other's data. Tests take the `saver` /
+`sync_saver` fixtures, or call `make_saver(store_name, ...)`, and so run on
+every store without being copied.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver
+from tests.servers import RedisCluster, RedisServer
 
-STORES = ["memory"]
+STORES = ["memory", "redis", "cluster"]
+
+_servers: dict[str, Any] = {}
+
+
+def redis_url() -> str:
+    """URL of the session's standalone Redis (started on first use)."""
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    if "redis" not in _servers:
+        _servers["redis"] = RedisServer()
+    return str(_servers["redis"].url)
+
+
+def cluster_url() -> str:
+    """URL of one node of the session's Redis Cluster (started on first use)."""
+    if "cluster" not in _servers:
+        _servers["cluster"] = RedisCluster()
+    return str(_servers["cluster"].url)
+
+
+def engine_for(store: str, **options: Any) -> ContextEngine:
+    """A fresh engine on `store`, isolated by a unique key prefix."""
+    if store == "memory":
+        return ContextEngine(**options)
+    prefix = options.pop("key_prefix", f"t{uuid.uuid4().hex[:10]}")
+    if store == "redis":
+        return ContextEngine(redis_url=redis_url(), key_prefix=prefix, **options)
+    if store == "cluster":
+        return ContextEngine(redis_url=cluster_url(), key_prefix=prefix, **options)
+    raise ValueError(f"unknown store {store!r}")
 
 
 @asynccontextmanager
 async def make_saver(store: str, **kwargs: Any) -> AsyncIterator[ContextEngineSaver]:
-    """A fresh saver on `store`, closed afterwards."""
-    if store == "memory":
-        async with ContextEngineSaver(ContextEngine(), **kwargs) as saver:
-            yield saver
-        return
-    raise ValueError(f"unknown store {store!r}")
+    """A fresh saver on `store`, connected for async use and closed afterwards."""
+    engine_options = kwargs.pop("engine_options", {})
+    async with ContextEngineSaver(engine_for(store, **engine_options), **kwargs) as s:
+        yield s
+
+
+@contextmanager
+def make_sync_saver(store: str, **kwargs: Any) -> Iterator[ContextEngineSaver]:
+    """A fresh saver on `store`, built and connected outside any event loop."""
+    engine_options = kwargs.pop("engine_options", {})
+    with ContextEngineSaver(engine_for(store, **engine_options), **kwargs) as s:
+        yield s
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_servers() -> Iterator[None]:
+    yield
+    for server in _servers.values():
+        server.stop()
+    _servers.clear()
 
 
 @pytest.fixture(params=STORES)
@@ -43,8 +92,5 @@ async def saver(store_name: str) -> AsyncIterator[ContextEngineSaver]:
 @pytest.fixture
 def sync_saver(store_name: str) -> Iterator[ContextEngineSaver]:
     """A saver built outside any event loop, for the sync graph API."""
-    if store_name == "memory":
-        with ContextEngineSaver(ContextEngine()) as s:
-            yield s
-        return
-    raise ValueError(f"unknown store {store_name!r}")
+    with make_sync_saver(store_name) as s:
+        yield s

@@ -78,7 +78,8 @@ class Known:
         """Positions of the recorded elements whose id is in `ids`."""
         if not ids:
             return []
-        return [p for e, p in zip(self.elements, self.positions) if id(e) in ids]
+        pairs = zip(self.elements, self.positions, strict=True)
+        return [p for e, p in pairs if id(e) in ids]
 
     def reuse(self, value: Sequence[Any], dirty: set[int]) -> list[int | None]:
         """Per element of `value`, the position it can reuse, or None."""
@@ -95,31 +96,13 @@ class Known:
             out.append(hit[1] if ok and hit is not None else None)
         return out
 
-    def forget(self, key: ListKey, epoch: str, positions: Iterable[int]) -> None:
-        """Drop decoded elements (their objects were edited in place by a caller)."""
-        decoded = self._lru.get((*key, epoch))
-        if decoded is not None:
-            for p in positions:
-                if p < len(decoded):
-                    decoded[p] = _MISSING
-
-    def known_prefix(self, key: ListKey, epoch: str) -> int:
-        """How many leading positions of (key, epoch) are decoded."""
-        decoded = self._lru.get((*key, epoch))
-        if not decoded:
-            return 0
-        try:
-            return decoded.index(_MISSING)
-        except ValueError:
-            return len(decoded)
-
 
 class ElementIndex:
     """Which element-log position holds which live object, per list channel."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self._lists: _LRU[ListKey, Known] = _LRU(capacity)
-        self._dirty: _LRU[tuple[str, str], dict[int, Any]] = _LRU(capacity)
+        self._dirty: _LRU[tuple[str, str, str], dict[int, Any]] = _LRU(capacity)
 
     def lookup(self, key: ListKey) -> Known | None:
         """What this process last wrote or read for `key`."""
@@ -132,21 +115,35 @@ class ElementIndex:
         self._lists.put(key, Known(epoch, list(elements), positions))
 
     def mark_dirty(
-        self, thread_id: str, checkpoint_ns: str, values: Iterable[Any]
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        values: Iterable[Any],
     ) -> None:
-        """Objects a task wrote: the next checkpoint serializes them again."""
-        ids = self._dirty.get((thread_id, checkpoint_ns))
+        """Objects a task wrote against a checkpoint: its child serializes them again.
+
+        Keyed by the checkpoint the writes belong to, so a checkpoint whose put
+        runs late (LangGraph saves them in the background) never takes marks
+        meant for its child.
+        """
+        key = (thread_id, checkpoint_ns, checkpoint_id)
+        ids = self._dirty.get(key)
         if ids is None:
             ids = {}
-            self._dirty.put((thread_id, checkpoint_ns), ids)
+            self._dirty.put(key, ids)
         for value in values:
             items = value if type(value) is list else (value,)
             for item in items:
                 ids[id(item)] = item
 
-    def take_dirty(self, thread_id: str, checkpoint_ns: str) -> set[int]:
-        """The ids marked dirty since the last checkpoint of this namespace."""
-        ids = self._dirty.pop((thread_id, checkpoint_ns))
+    def take_dirty(
+        self, thread_id: str, checkpoint_ns: str, parent_id: str | None
+    ) -> set[int]:
+        """The ids marked dirty by writes against `parent_id`."""
+        if parent_id is None:
+            return set()
+        ids = self._dirty.pop((thread_id, checkpoint_ns, parent_id))
         return set(ids) if ids else set()
 
     def forget_thread(self, thread_id: str) -> None:
@@ -199,13 +196,3 @@ class DecodeCache:
             for p in positions:
                 if p < len(decoded):
                     decoded[p] = _MISSING
-
-    def known_prefix(self, key: ListKey, epoch: str) -> int:
-        """How many leading positions of (key, epoch) are decoded."""
-        decoded = self._lru.get((*key, epoch))
-        if not decoded:
-            return 0
-        try:
-            return decoded.index(_MISSING)
-        except ValueError:
-            return len(decoded)

@@ -184,7 +184,11 @@ def encode_put(
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")
-    dirty = index.take_dirty(target.thread_id, target.checkpoint_ns) if index else set()
+    dirty = (
+        index.take_dirty(target.thread_id, target.checkpoint_ns, target.checkpoint_id)
+        if index
+        else set()
+    )
     values_in = checkpoint.get("channel_values", {})
     values: dict[str, tuple[Version, ValueWrite]] = {}
     lists: dict[str, list[Any]] = {}

@@ -87,7 +87,31 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
 
     # -- context management ----------------------------------------------------
 
+    @classmethod
+    def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        serde: SerializerProtocol | None = None,
+        **engine_options: Any,
+    ) -> ContextEngineSaver:
+        """A saver on Redis at `conn_string`; use it as `with` or `async with`.
+
+        `engine_options` are `ContextEngine`'s (key_prefix, ttl, cluster, fallback).
+        Entering connects (and detects a cluster); leaving closes the connections.
+        """
+        engine = ContextEngine(redis_url=conn_string, **engine_options)
+        return cls(engine, serde=serde)
+
+    @classmethod
+    def from_env(
+        cls, *, serde: SerializerProtocol | None = None, **engine_options: Any
+    ) -> ContextEngineSaver:
+        """A saver configured from `REDIS_URL` / `REDIS_HOST`... (memory if unset)."""
+        return cls(ContextEngine.from_env(**engine_options), serde=serde)
+
     def __enter__(self) -> ContextEngineSaver:
+        self.engine.connect()
         return self
 
     def __exit__(
@@ -96,7 +120,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        return None
+        self.engine.close_sync()
 
     async def __aenter__(self) -> ContextEngineSaver:
         await self.engine.initialize()
@@ -195,7 +219,9 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         """Store a task's writes (special writes overwrite, regular are first-wins)."""
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         assert t.checkpoint_id is not None
-        self._index.mark_dirty(t.thread_id, t.checkpoint_ns, (v for _, v in writes))
+        self._index.mark_dirty(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id, (v for _, v in writes)
+        )
         self.engine.checkpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
@@ -210,7 +236,9 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         """Async `put_writes`."""
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         assert t.checkpoint_id is not None
-        self._index.mark_dirty(t.thread_id, t.checkpoint_ns, (v for _, v in writes))
+        self._index.mark_dirty(
+            t.thread_id, t.checkpoint_ns, t.checkpoint_id, (v for _, v in writes)
+        )
         await self.engine.acheckpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )

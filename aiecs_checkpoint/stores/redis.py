@@ -1,0 +1,751 @@
+"""Redis as the checkpoint store (plain Redis >= 7, standalone or Cluster).
+
+Every operation is written once, as a generator that yields the calls to make
+(`Call`) and receives their replies (`RedisOps`); `RedisStore` drives it with
+redis-py's sync client and `AsyncRedisStore` with its asyncio client. Hot
+operations are one script call each, so one network round trip whatever the
+thread's length: put, put_writes, get (latest or by id), and one page of list.
+History rewrites (prune, delete_for_runs, copy_thread) load the thread, apply
+the same functions as the memory store (`stores.model`) and write it back with
+an optimistic generation check. The key layout is documented in
+`stores.redis_layout`.
+
+Errors: a failing call is retried briefly with backoff, then raises
+`StoreError` naming the server (never the password); the next call reconnects.
+Nothing is ever written somewhere else instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import heapq
+import logging
+import time
+import weakref
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ormsgpack
+
+from aiecs_checkpoint.errors import InvalidConfigError, StoreError
+from aiecs_checkpoint.stores import model
+from aiecs_checkpoint.stores import redis_layout as L
+from aiecs_checkpoint.stores.base import (
+    CheckpointRow,
+    DeltaHistory,
+    ListItems,
+    ListValue,
+    ResolvedValue,
+    StaleListBase,
+    StoredTuple,
+    ValueWrite,
+    Version,
+    WriteRow,
+    is_empty,
+    ordered_writes,
+    walk_delta_history,
+)
+
+try:
+    import redis
+    import redis.asyncio as aredis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.cluster import RedisCluster
+except ImportError:  # pragma: no cover - exercised only without the extra
+    redis = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PAGE = 32
+"""Checkpoints fetched per list round trip."""
+
+WALK_PAGE = 64
+"""Ancestors fetched per delta-history round trip."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One round trip: a script by name, or a raw command when `script` is None."""
+
+    script: str | None
+    keys: Sequence[str]
+    args: Sequence[Any]
+    command: str = ""
+
+
+Op = Generator[Call, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """How the Redis store behaves; see `ContextEngine` for the user-facing options."""
+
+    prefix: str = "aiecs"
+    ttl_ms: int = 0
+    refresh_on_read: bool = False
+    cluster: bool = False
+    retries: int = 3
+    backoff_s: float = 0.05
+
+
+def parse_ttl(ttl: Mapping[str, Any] | None) -> tuple[int, bool]:
+    """`{"default_ttl": minutes, "refresh_on_read": bool}` -> (ms, refresh)."""
+    if ttl is None:
+        return 0, False
+    if not isinstance(ttl, Mapping):
+        raise InvalidConfigError(f"ttl must be a mapping, got {ttl!r}")
+    unknown = set(ttl) - {"default_ttl", "refresh_on_read"}
+    if unknown:
+        raise InvalidConfigError(f"unknown ttl option(s): {sorted(unknown)}")
+    minutes = ttl.get("default_ttl")
+    if minutes is None:
+        return 0, bool(ttl.get("refresh_on_read", False))
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+        raise InvalidConfigError(f"ttl['default_ttl'] must be minutes, got {minutes!r}")
+    if minutes <= 0:
+        raise InvalidConfigError(f"ttl['default_ttl'] must be > 0, got {minutes!r}")
+    return max(1, round(minutes * 60_000)), bool(ttl.get("refresh_on_read", False))
+
+
+class RedisOps:
+    """Every store operation as a generator of `Call`s: the logic, without I/O."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.s = settings
+        self.keys = L.Keys(settings.prefix)
+
+    def _thread_keys(self, thread_id: str, registry: bool) -> list[str]:
+        tk = self.keys.thread(thread_id).script_keys
+        return [*tk, self.keys.threads] if registry and not self.s.cluster else tk
+
+    def _read_ttl(self) -> int:
+        return self.s.ttl_ms if self.s.refresh_on_read else 0
+
+    # -- hot path: one call each --------------------------------------------------
+
+    def put_checkpoint(
+        self, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
+    ) -> Op[dict[str, ListValue]]:
+        tk = self.keys.thread(row.thread_id)
+        keys = self._thread_keys(row.thread_id, registry=True)
+        if row.run_key and not self.s.cluster:
+            keys.append(self.keys.run(row.run_key))
+        args = [
+            L.enc(row.checkpoint_ns),
+            row.checkpoint_id,
+            L.pack_row(row),
+            self.s.ttl_ms,
+            row.thread_id,
+            tk.log_prefix,
+            int(time.time() * 1000),
+            L.pack_values(row.checkpoint_ns, values),
+        ]
+        reply = yield Call("put", keys, args)
+        if _text(reply[0]) == "stale":
+            raise StaleListBase(row.checkpoint_id)
+        if self.s.cluster:
+            yield from self._register_cluster(row.thread_id, row.run_key)
+        return {_text(ch): _as_list(L.unpack_value(blob)) for ch, blob in reply[1]}
+
+    def _register_cluster(self, thread_id: str, run_key: str | None) -> Op[None]:
+        """On a cluster the global indexes live in other slots: separate calls."""
+        now = int(time.time() * 1000)
+        yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
+        if run_key:
+            yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")
+
+    def put_writes(
+        self, thread_id: str, ns: str, cid: str, rows: Sequence[WriteRow]
+    ) -> Op[None]:
+        tk = self.keys.thread(thread_id)
+        args = [L.member(ns, cid), L.pack_writes(rows), self.s.ttl_ms, tk.log_prefix]
+        yield Call("put_writes", tk.script_keys, args)
+
+    def get(self, thread_id: str, ns: str, cid: str | None) -> Op[StoredTuple | None]:
+        tk = self.keys.thread(thread_id)
+        args = [
+            L.enc(ns),
+            cid or "",
+            tk.log_prefix,
+            self._read_ttl(),
+        ]
+        reply = yield Call("get", tk.script_keys, args)
+        if not reply:
+            return None
+        return _stored(L.parse_fetched(thread_id, reply))
+
+    def list_page(
+        self,
+        thread_id: str,
+        ns: str | None,
+        before: str | None,
+        limit: int,
+    ) -> Op[tuple[int, list[StoredTuple]]]:
+        tk = self.keys.thread(thread_id)
+        args = [
+            L.enc(ns or ""),
+            before or "",
+            limit,
+            tk.log_prefix,
+            "1" if ns is None else "0",
+            self._read_ttl(),
+        ]
+        scanned, replies = yield Call("list", tk.script_keys, args)
+        return int(scanned), [_stored(L.parse_fetched(thread_id, r)) for r in replies]
+
+    def threads(self, cursor: int, count: int) -> Op[list[str]]:
+        reply = yield Call(
+            None, [self.keys.threads], [cursor, cursor + count - 1], command="ZRANGE"
+        )
+        return [_text(t) for t in reply]
+
+    # -- delta history: one call per page of ancestors ------------------------------
+
+    def delta_history(
+        self, thread_id: str, ns: str, cid: str | None, channels: Sequence[str]
+    ) -> Op[DeltaHistory | None]:
+        tk = self.keys.thread(thread_id)
+        target = yield from self.get(thread_id, ns, cid)
+        if target is None:
+            return None
+        rows: dict[str, tuple[CheckpointRow, list[WriteRow], dict[str, Any]]] = {}
+        fetched_to: set[str] = set()
+
+        class NeedMore(Exception):
+            pass
+
+        def get_row(c: str) -> CheckpointRow | None:
+            if c in rows:
+                return rows[c][0]
+            if c in fetched_to:
+                return None
+            raise NeedMore(c)
+
+        while True:
+            try:
+                history = walk_delta_history(
+                    target.row,
+                    channels,
+                    get_row=get_row,
+                    get_writes=lambda r: ordered_writes(rows[r.checkpoint_id][1]),
+                    get_value=lambda r, ch: rows[r.checkpoint_id][2].get(ch),
+                )
+                break
+            except NeedMore as more:
+                start = str(more.args[0])
+                args = [
+                    L.enc(ns),
+                    start,
+                    WALK_PAGE,
+                    ormsgpack.packb(list(channels)),
+                    tk.log_prefix,
+                ]
+                replies = yield Call("walk", tk.script_keys, args)
+                if not replies:
+                    fetched_to.add(start)
+                for r in replies:
+                    f = L.parse_fetched(thread_id, r)
+                    vals = {ch: _manifest(v) for ch, (v, _) in f.values.items()}
+                    rows[f.row.checkpoint_id] = (f.row, f.writes, vals)
+                if len(replies) < WALK_PAGE and replies:
+                    last = L.parse_fetched(thread_id, replies[-1]).row
+                    if last.parent_id is not None and last.parent_id not in rows:
+                        fetched_to.add(last.parent_id)
+        pending = {
+            ch: v
+            for ch, v in history.seeds.items()
+            if isinstance(v, ListItems) and not v.items and v.runs
+        }
+        if pending:
+            req = [[v.epoch, [list(r) for r in v.runs]] for v in pending.values()]
+            items = yield Call(
+                "ranges", [tk.ids], [ormsgpack.packb(req), tk.log_prefix]
+            )
+            for (ch, v), got in zip(pending.items(), items, strict=True):
+                history.seeds[ch] = ListItems(
+                    v.epoch, v.runs, tuple(L.unpack_item(i) for i in got)
+                )
+        return history
+
+    # -- history rewrites: dump, transform with `model`, replace --------------------
+
+    def _load(self, thread_id: str) -> Op[tuple[model.Thread, int]]:
+        tk = self.keys.thread(thread_id)
+        dump = yield Call("dump", tk.script_keys, [tk.log_prefix])
+        return L.thread_from_dump(thread_id, dump)
+
+    def _replace(
+        self, thread_id: str, thread: model.Thread, gen: int | None
+    ) -> Op[bool]:
+        tk = self.keys.thread(thread_id)
+        args = ["" if gen is None else gen, self.s.ttl_ms, tk.log_prefix]
+        reply = yield Call("replace", tk.script_keys, [*args, L.dump_thread(thread)])
+        return _text(reply) != "conflict"
+
+    def _rewrite(
+        self, thread_id: str, change: Callable[[model.Thread], None]
+    ) -> Op[None]:
+        for _ in range(10):
+            thread, gen = yield from self._load(thread_id)
+            if not thread:
+                return
+            change(thread)
+            if (yield from self._replace(thread_id, thread, gen)):
+                return
+        raise StoreError(f"thread {thread_id!r} kept changing during a history rewrite")
+
+    def delete_thread(self, thread_id: str) -> Op[None]:
+        tk = self.keys.thread(thread_id)
+        keys = self._thread_keys(thread_id, registry=True)
+        yield Call("delete", keys, [tk.log_prefix, thread_id])
+        if self.s.cluster:
+            yield Call(None, [self.keys.threads], [thread_id], command="ZREM")
+
+    def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> Op[None]:
+        for t in thread_ids:
+            if not keep_latest:
+                yield from self.delete_thread(t)
+                continue
+
+            def change(thread: model.Thread) -> None:
+                for ns in thread.values():
+                    model.keep_latest(ns)
+
+            yield from self._rewrite(t, change)
+
+    def delete_runs(self, run_keys: Iterable[str]) -> Op[None]:
+        keys = list(run_keys)
+        threads: set[str] = set()
+        for key in keys:
+            members = yield Call(None, [self.keys.run(key)], [], command="SMEMBERS")
+            threads.update(_text(m) for m in members)
+        wanted = set(keys)
+        for t in sorted(threads):
+
+            def change(thread: model.Thread) -> None:
+                for name, ns in list(thread.items()):
+                    doomed = {c for c, r in ns.rows.items() if r.run_key in wanted}
+                    if doomed:
+                        model.delete_ids(ns, doomed)
+                    if not ns.rows:
+                        del thread[name]
+
+            yield from self._rewrite(t, change)
+        for key in keys:
+            yield Call(None, [self.keys.run(key)], [], command="DEL")
+
+    def copy_thread(self, source: str, target: str) -> Op[None]:
+        src, _ = yield from self._load(source)
+        if not src:
+            return
+        for _ in range(10):
+            dst, gen = yield from self._load(target)
+            added = model.copy_into(src, dst, target)
+            if (yield from self._replace(target, dst, gen if dst else None)):
+                break
+        else:
+            raise StoreError(f"thread {target!r} kept changing during copy_thread")
+        now = int(time.time() * 1000)
+        yield Call(None, [self.keys.threads], [now, target], command="ZADD")
+        for run_key in {r.run_key for r in added if r.run_key}:
+            yield Call(None, [self.keys.run(run_key)], [target], command="SADD")
+
+    def count_checkpoints(self) -> Op[int]:
+        total = 0
+        cursor = 0
+        while True:
+            threads = yield from self.threads(cursor, 500)
+            for t in threads:
+                n = yield Call(None, [self.keys.thread(t).cp], [], command="HLEN")
+                total += int(n)
+            if len(threads) < 500:
+                return total
+            cursor += 500
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _as_list(value: Any) -> ListValue:
+    assert isinstance(value, ListValue)
+    return value
+
+
+def _manifest(value: Any) -> ResolvedValue | None:
+    """A value as the walk needs it: lists unresolved (items fetched at the end)."""
+    if isinstance(value, ListValue):
+        return ListItems(value.epoch, value.runs, ())
+    return value  # type: ignore[no-any-return]
+
+
+def _stored(f: L.Fetched) -> StoredTuple:
+    values: dict[str, ResolvedValue] = {}
+    for ch, (v, items) in f.values.items():
+        if not is_empty(v):
+            values[ch] = L.list_items(v, items)
+    return StoredTuple(row=f.row, values=values, writes=ordered_writes(f.writes))
+
+
+# -- executors ------------------------------------------------------------------------
+
+
+def describe_server(url: str) -> str:
+    """host:port/db of a Redis URL, without credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or 6379
+    db = parts.path.lstrip("/") or "0"
+    return f"{parts.scheme}://{host}:{port}/{db}"
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not (
+        isinstance(exc, redis.AuthenticationError)
+    )
+
+
+def _store_error(server: str, exc: BaseException) -> StoreError:
+    kind = type(exc).__name__
+    return StoreError(f"Redis at {server} failed: {kind}: {exc}")
+
+
+class _Base:
+    def __init__(self, url: str | None, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.ops = RedisOps(settings)
+        self.url = url
+        self.server = describe_server(url) if url else "redis (client passed in)"
+
+
+class RedisStore(_Base):
+    """The sync face of the Redis store (redis-py's pooled sync client)."""
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str | None,
+        settings: RedisSettings,
+        client: Any = None,
+    ) -> None:
+        super().__init__(url, settings)
+        self._client = client
+        self._scripts: dict[str, Any] = {}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            assert self.url is not None
+            if self.settings.cluster:
+                self._client = RedisCluster.from_url(self.url)
+            else:
+                self._client = redis.Redis.from_url(self.url)
+        return self._client
+
+    def _exec(self, call: Call) -> Any:
+        if call.script is None:
+            return self.client.execute_command(call.command, *call.keys, *call.args)
+        script = self._scripts.get(call.script)
+        if script is None:
+            script = self.client.register_script(L.SCRIPTS[call.script])
+            self._scripts[call.script] = script
+        return script(keys=list(call.keys), args=list(call.args))
+
+    def run(self, op: Op[T]) -> T:
+        """Drive an operation, retrying each call briefly on connection errors."""
+        try:
+            call = next(op)
+            while True:
+                reply = self._call(call)
+                call = op.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _call(self, call: Call) -> Any:
+        delay = self.settings.backoff_s
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return self._exec(call)
+            except redis.RedisError as exc:
+                if not _retryable(exc) or attempt == self.settings.retries:
+                    raise _store_error(self.server, exc) from exc
+                time.sleep(delay)
+                delay *= 4
+        raise AssertionError("unreachable")
+
+    def ping(self) -> None:
+        self._call(Call(None, [], [], command="PING"))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # CheckpointStore
+    def put_checkpoint(
+        self, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
+    ) -> dict[str, ListValue]:
+        return self.run(self.ops.put_checkpoint(row, values))
+
+    def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        rows: Sequence[WriteRow],
+    ) -> None:
+        self.run(self.ops.put_writes(thread_id, checkpoint_ns, checkpoint_id, rows))
+
+    def get(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> StoredTuple | None:
+        return self.run(self.ops.get(thread_id, checkpoint_ns, checkpoint_id))
+
+    def list(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None = None,
+    ) -> Iterator[StoredTuple]:
+        if thread_id is not None:
+            yield from self._list_thread(thread_id, checkpoint_ns, before)
+            return
+        streams = [
+            self._list_thread(t, checkpoint_ns, before) for t in self._all_threads()
+        ]
+        yield from heapq.merge(
+            *streams, key=lambda s: s.row.checkpoint_id, reverse=True
+        )
+
+    def _all_threads(self) -> builtins.list[str]:
+        out: builtins.list[str] = []
+        while True:
+            page = self.run(self.ops.threads(len(out), 1000))
+            out += page
+            if len(page) < 1000:
+                return out
+
+    def _list_thread(
+        self, thread_id: str, ns: str | None, before: str | None
+    ) -> Iterator[StoredTuple]:
+        cursor = before
+        while True:
+            scanned, page = self.run(self.ops.list_page(thread_id, ns, cursor, PAGE))
+            yield from page
+            if scanned < PAGE or not page:
+                return
+            cursor = page[-1].row.checkpoint_id
+
+    def delta_history(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        channels: Sequence[str],
+    ) -> DeltaHistory | None:
+        return self.run(
+            self.ops.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels)
+        )
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.run(self.ops.delete_thread(thread_id))
+
+    def delete_runs(self, run_keys: Iterable[str]) -> None:
+        self.run(self.ops.delete_runs(run_keys))
+
+    def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> None:
+        self.run(self.ops.prune(thread_ids, keep_latest))
+
+    def copy_thread(self, source: str, target: str) -> None:
+        self.run(self.ops.copy_thread(source, target))
+
+    def count_checkpoints(self) -> int:
+        return self.run(self.ops.count_checkpoints())
+
+
+class AsyncRedisStore(_Base):
+    """The async face of the Redis store: one asyncio client per event loop.
+
+    redis-py's asyncio connections belong to the loop that opened them, so a
+    client is created for each loop the saver is used from.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        settings: RedisSettings,
+        client: Any = None,
+    ) -> None:
+        super().__init__(url, settings)
+        self._given = client
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._scripts: dict[tuple[int, str], Any] = {}
+
+    def client(self) -> Any:
+        if self._given is not None:
+            return self._given
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            assert self.url is not None
+            if self.settings.cluster:
+                client = AsyncRedisCluster.from_url(self.url)
+            else:
+                client = aredis.Redis.from_url(self.url)
+            self._clients[loop] = client
+        return client
+
+    async def _exec(self, call: Call) -> Any:
+        client = self.client()
+        if call.script is None:
+            return await client.execute_command(call.command, *call.keys, *call.args)
+        key = (id(client), call.script)
+        script = self._scripts.get(key)
+        if script is None:
+            script = client.register_script(L.SCRIPTS[call.script])
+            self._scripts[key] = script
+        return await script(keys=list(call.keys), args=list(call.args))
+
+    async def run(self, op: Op[T]) -> T:
+        try:
+            call = next(op)
+            while True:
+                reply = await self._call(call)
+                call = op.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _call(self, call: Call) -> Any:
+        delay = self.settings.backoff_s
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return await self._exec(call)
+            except redis.RedisError as exc:
+                if not _retryable(exc) or attempt == self.settings.retries:
+                    raise _store_error(self.server, exc) from exc
+                await asyncio.sleep(delay)
+                delay *= 4
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> None:
+        await self._call(Call(None, [], [], command="PING"))
+
+    async def close(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        client = self._clients.pop(loop, None) if loop is not None else None
+        if client is not None:
+            await client.aclose()
+
+    # AsyncCheckpointStore
+    async def put_checkpoint(
+        self, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
+    ) -> dict[str, ListValue]:
+        return await self.run(self.ops.put_checkpoint(row, values))
+
+    async def put_writes(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        rows: Sequence[WriteRow],
+    ) -> None:
+        await self.run(
+            self.ops.put_writes(thread_id, checkpoint_ns, checkpoint_id, rows)
+        )
+
+    async def get(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> StoredTuple | None:
+        return await self.run(self.ops.get(thread_id, checkpoint_ns, checkpoint_id))
+
+    async def list(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None = None,
+    ) -> AsyncIterator[StoredTuple]:
+        threads = [thread_id] if thread_id is not None else await self._all_threads()
+        if len(threads) == 1:
+            async for item in self._list_thread(threads[0], checkpoint_ns, before):
+                yield item
+            return
+        merged: list[StoredTuple] = []
+        for t in threads:
+            merged += [s async for s in self._list_thread(t, checkpoint_ns, before)]
+        merged.sort(key=lambda s: s.row.checkpoint_id, reverse=True)
+        for item in merged:
+            yield item
+
+    async def _all_threads(self) -> builtins.list[str]:
+        out: builtins.list[str] = []
+        while True:
+            page = await self.run(self.ops.threads(len(out), 1000))
+            out += page
+            if len(page) < 1000:
+                return out
+
+    async def _list_thread(
+        self, thread_id: str, ns: str | None, before: str | None
+    ) -> AsyncIterator[StoredTuple]:
+        cursor = before
+        while True:
+            scanned, page = await self.run(
+                self.ops.list_page(thread_id, ns, cursor, PAGE)
+            )
+            for item in page:
+                yield item
+            if scanned < PAGE or not page:
+                return
+            cursor = page[-1].row.checkpoint_id
+
+    async def delta_history(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        channels: Sequence[str],
+    ) -> DeltaHistory | None:
+        return await self.run(
+            self.ops.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels)
+        )
+
+    async def delete_thread(self, thread_id: str) -> None:
+        await self.run(self.ops.delete_thread(thread_id))
+
+    async def delete_runs(self, run_keys: Iterable[str]) -> None:
+        await self.run(self.ops.delete_runs(run_keys))
+
+    async def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> None:
+        await self.run(self.ops.prune(thread_ids, keep_latest))
+
+    async def copy_thread(self, source: str, target: str) -> None:
+        await self.run(self.ops.copy_thread(source, target))
+
+
+__all__ = [
+    "AsyncRedisStore",
+    "RedisOps",
+    "RedisSettings",
+    "RedisStore",
+    "describe_server",
+    "parse_ttl",
+]
