@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +21,19 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver, StoreError
 from aiecs_checkpoint.engine.engine import redis_url_from_env
-from tests.conftest import cluster_url, engine_for, make_sync_saver, redis_url
+from tests.conftest import (
+    REDIS_INSTALLED,
+    cluster_url,
+    engine_for,
+    make_sync_saver,
+    redis_url,
+)
 from tests.servers import RedisServer, find_free_port
+
+pytestmark = pytest.mark.skipif(
+    not REDIS_INSTALLED and not os.environ.get("CI"),
+    reason="redis-server not installed (apt-get install redis-server redis-tools)",
+)
 
 REDIS_STORES = ["redis", "cluster"]
 
