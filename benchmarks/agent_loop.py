@@ -396,7 +396,9 @@ def print_report(
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(6)]
     for row in [headers, *rows]:
         cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        cells += [
+            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)
+        ]
         print("  ".join(cells))
     print()
     if BASELINE not in figures:
