@@ -139,6 +139,9 @@ async def test_hot_operations_take_one_round_trip_whatever_the_thread_length_asy
         await saver.aget_tuple(config)
         [t async for t in saver.alist(config, limit=10)]
         await saver.aput_writes(last, [("warm", 1)], "t-warm")
+        warm = f"{998:032}.0"
+        cp = checkpoint({"step": 0}, {"step": warm})
+        await saver.aput(last, cp, {"source": "loop", "step": 300}, {"step": warm})
         counter = SendCounter(monkeypatch)
         assert await saver.aget_tuple(config) is not None
         assert counter.count == 1
