@@ -232,21 +232,49 @@ def collect_garbage(ns: Namespace) -> None:
 def copy_into(src: Thread, dst: Thread, target_thread: str) -> list[CheckpointRow]:
     """Copy every namespace of `src` into `dst` (rows renamed to `target_thread`).
 
-    Returns the rows added. Element logs keep their epochs: epochs are random and
-    scoped to a thread, so they cannot clash with the target's.
+    Returns the rows added. An element log is copied under its epoch when the
+    target has no log of that epoch, or one that is a prefix of it (extended);
+    when the target's log diverged (an earlier copy that went on separately),
+    the source's log is copied under a fresh epoch and the copied manifests and
+    delta-base seeds are remapped, so no epoch ever names two different logs.
     """
     added: list[CheckpointRow] = []
     for name, s in src.items():
         d = dst.setdefault(name, Namespace())
+        renamed: dict[tuple[str, str], str] = {}
+        for (ch, epoch), log in s.logs.items():
+            mine = d.logs.get((ch, epoch))
+            if mine is None:
+                d.logs[(ch, epoch)] = list(log)
+            elif mine == log[: len(mine)]:
+                mine.extend(log[len(mine) :])
+            elif log != mine[: len(log)]:
+                fresh = uuid.uuid4().hex
+                d.logs[(ch, fresh)] = list(log)
+                renamed[(ch, epoch)] = fresh
         for cid in s.ids:
             row = dataclasses.replace(s.rows[cid], thread_id=target_thread)
+            if renamed:
+                row.delta_base = {
+                    ch: dataclasses.replace(e, seed=_renamed(ch, e.seed, renamed))
+                    for ch, e in row.delta_base.items()
+                }
             insert_row(d, row)
             added.append(row)
         for cid, ws in s.writes.items():
             d.writes.setdefault(cid, {}).update(ws)
-        d.values.update(s.values)
-        for key, log in s.logs.items():
-            d.logs.setdefault(key, list(log))
+        for (ch, version), v in s.values.items():
+            if isinstance(v, ListValue) and (ch, v.epoch) in renamed:
+                v = ListValue(renamed[(ch, v.epoch)], v.runs)
+            d.values[(ch, version)] = v
         for ch, epoch in s.epochs.items():
-            d.epochs.setdefault(ch, epoch)
+            d.epochs.setdefault(ch, renamed.get((ch, epoch), epoch))
     return added
+
+
+def _renamed(
+    channel: str, seed: ResolvedValue | None, renamed: dict[tuple[str, str], str]
+) -> ResolvedValue | None:
+    if isinstance(seed, ListItems) and (channel, seed.epoch) in renamed:
+        return ListItems(renamed[(channel, seed.epoch)], seed.runs, seed.items)
+    return seed
