@@ -126,3 +126,17 @@ def test_graph_invoked_without_thread_id_fails_clearly() -> None:
     graph = builder.compile(checkpointer=ContextEngineSaver())
     with pytest.raises(ValueError, match="thread_id"):
         graph.invoke({"x": 1}, {"configurable": {}})
+
+
+async def test_sync_calls_on_the_event_loop_thread_complete_instead_of_deadlocking(
+    saver: ContextEngineSaver,
+) -> None:
+    """Sync methods never hop onto the loop the async I/O uses (Redis has a sync
+    client of its own), so calling them from a coroutine cannot deadlock."""
+    t = f"loop-{uuid.uuid4()}"
+    stored = saver.put(cfg(t), cp({"a": 1}), {"step": 0}, {"a": f"{1:032}.0"})
+    saver.put_writes(stored, [("a", 2)], "task")
+    tup = saver.get_tuple(cfg(t))
+    assert tup is not None and tup.pending_writes == [("task", "a", 2)]
+    assert [x.config for x in saver.list(cfg(t))] == [stored]
+    assert await saver.aget_tuple(cfg(t)) is not None
