@@ -170,7 +170,7 @@ class ContextEngine:
         try:
             if self._cluster is None and _is_cluster(store):
                 self._build_redis(cluster=True)
-            self.checkpoints.ping()  # type: ignore[attr-defined]
+            self.checkpoints.ping()
         except StoreError as exc:
             self._degrade_or_raise(exc)
         self._connected = True
@@ -184,7 +184,7 @@ class ContextEngine:
         try:
             if self._cluster is None and _is_cluster(self.checkpoints):
                 self._build_redis(cluster=True)
-            await self.acheckpoints.ping()  # type: ignore[attr-defined]
+            await self.acheckpoints.ping()
         except StoreError as exc:
             self._degrade_or_raise(exc)
         self._connected = True

@@ -321,6 +321,9 @@ class CheckpointStore(Protocol):
 
     def count_checkpoints(self) -> int: ...
 
+    def ping(self) -> None:
+        """Raise `StoreError` when the backend cannot be reached."""
+
 
 class AsyncCheckpointStore(Protocol):
     """What the saver's async API needs from a store: the same calls, awaitable."""
@@ -363,6 +366,9 @@ class AsyncCheckpointStore(Protocol):
     async def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> None: ...
 
     async def copy_thread(self, source: str, target: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise `StoreError` when the backend cannot be reached."""
 
 
 class InProcessAsync:
@@ -423,3 +429,6 @@ class InProcessAsync:
 
     async def copy_thread(self, source: str, target: str) -> None:
         self._s.copy_thread(source, target)
+
+    async def ping(self) -> None:
+        self._s.ping()

@@ -214,6 +214,9 @@ class MemoryStore:
             if not thread:
                 del self._threads[thread_id]
 
+    def ping(self) -> None:
+        """The memory store is always reachable."""
+
     # -- statistics ------------------------------------------------------------
 
     def count_checkpoints(self) -> int:

@@ -30,6 +30,7 @@ a checkpoint never outlives the values and writes it needs, nor they it.
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -342,8 +343,6 @@ def pack_values(ns: str, values: Mapping[str, tuple[Version, ValueWrite]]) -> by
 
 
 def _new_epoch() -> str:
-    import uuid
-
     return uuid.uuid4().hex
 
 
