@@ -54,10 +54,6 @@ class _LRU(Generic[K, V]):
             while len(self._data) > self._capacity:
                 self._data.popitem(last=False)
 
-    def pop(self, key: K) -> V | None:
-        with self._lock:
-            return self._data.pop(key, None)
-
     def discard_where(self, predicate: Callable[[K], bool]) -> None:
         with self._lock:
             for key in [k for k in self._data if predicate(k)]:
@@ -137,13 +133,17 @@ class ElementIndex:
             for item in items:
                 ids[id(item)] = item
 
-    def take_dirty(
+    def dirty(
         self, thread_id: str, checkpoint_ns: str, parent_id: str | None
     ) -> set[int]:
-        """The ids marked dirty by writes against `parent_id`."""
+        """The ids marked dirty by writes against `parent_id`.
+
+        Not consumed: a put that fails, or several children of one checkpoint
+        (retries, forks), all need the same marks. The LRU bounds them.
+        """
         if parent_id is None:
             return set()
-        ids = self._dirty.pop((thread_id, checkpoint_ns, parent_id))
+        ids = self._dirty.get((thread_id, checkpoint_ns, parent_id))
         return set(ids) if ids else set()
 
     def forget_thread(self, thread_id: str) -> None:

@@ -185,7 +185,7 @@ def encode_put(
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")
     dirty = (
-        index.take_dirty(target.thread_id, target.checkpoint_ns, target.checkpoint_id)
+        index.dirty(target.thread_id, target.checkpoint_ns, target.checkpoint_id)
         if index
         else set()
     )
