@@ -249,6 +249,32 @@ def plan_list(
     )
 
 
+def note_written(
+    index: ElementIndex,
+    cache: DecodeCache,
+    target: Target,
+    writes: Sequence[tuple[str, Any]],
+) -> None:
+    """A task wrote these objects: treat them as edited from now on.
+
+    They are marked dirty (the next checkpoint serializes them again), and any
+    cached decode they came from is dropped at once, so a read made before the
+    next checkpoint (an interrupt, a failed sibling, `get_state`) returns the
+    stored value, not the object the task may have edited in place.
+    """
+    assert target.checkpoint_id is not None
+    values = [v for _, v in writes]
+    index.mark_dirty(
+        target.thread_id, target.checkpoint_ns, target.checkpoint_id, values
+    )
+    for channel, value in writes:
+        key = (target.thread_id, target.checkpoint_ns, channel)
+        known = index.lookup(key)
+        if known is not None:
+            items = value if type(value) is list else (value,)
+            cache.forget(key, known.epoch, known.positions_of(set(map(id, items))))
+
+
 def record_lists(
     index: ElementIndex, plan: PutPlan, assigned: Mapping[str, ListValue]
 ) -> None:

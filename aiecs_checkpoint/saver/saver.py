@@ -38,6 +38,7 @@ from aiecs_checkpoint.saver.codec import (
     encode_writes,
     list_scope,
     matches,
+    note_written,
     parse_config,
     record_lists,
 )
@@ -218,10 +219,8 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
     ) -> None:
         """Store a task's writes (special writes overwrite, regular are first-wins)."""
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
+        note_written(self._index, self._cache, t, writes)
         assert t.checkpoint_id is not None
-        self._index.mark_dirty(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id, (v for _, v in writes)
-        )
         self.engine.checkpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
@@ -235,10 +234,8 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
     ) -> None:
         """Async `put_writes`."""
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
+        note_written(self._index, self._cache, t, writes)
         assert t.checkpoint_id is not None
-        self._index.mark_dirty(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id, (v for _, v in writes)
-        )
         await self.engine.acheckpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
