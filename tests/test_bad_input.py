@@ -122,6 +122,7 @@ CID = ckpt_id(1)
 
 BAD_CONFIGS: dict[str, tuple[Any, type[Exception], str]] = {
     # name: (config, error, text the message must contain)
+    "not_a_mapping": ("not a config", InvalidConfigError, "must be a mapping"),
     "no_configurable": ({}, InvalidThreadIdError, "thread_id"),
     "configurable_without_thread_id": (
         {"configurable": {"checkpoint_ns": "", "checkpoint_id": CID}},
