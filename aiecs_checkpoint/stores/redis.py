@@ -256,12 +256,13 @@ class RedisOps:
                 replies = yield Call("walk", tk.script_keys, args)
                 if not replies:
                     fetched_to.add(start)
+                last: CheckpointRow | None = None
                 for r in replies:
                     f = L.parse_fetched(thread_id, r)
                     vals = {ch: _manifest(v) for ch, (v, _) in f.values.items()}
                     rows[f.row.checkpoint_id] = (f.row, f.writes, vals)
-                if len(replies) < WALK_PAGE and replies:
-                    last = L.parse_fetched(thread_id, replies[-1]).row
+                    last = f.row
+                if len(replies) < WALK_PAGE and last is not None:
                     if last.parent_id is not None and last.parent_id not in rows:
                         fetched_to.add(last.parent_id)
         pending = {
@@ -398,6 +399,40 @@ def _stored(f: L.Fetched) -> StoredTuple:
         if not is_empty(v):
             values[ch] = L.list_items(v, items)
     return StoredTuple(row=f.row, values=values, writes=ordered_writes(f.writes))
+
+
+class _Newest:
+    """Heap entry ordering checkpoints newest first (largest id pops first)."""
+
+    __slots__ = ("item", "stream")
+
+    def __init__(self, item: StoredTuple, stream: AsyncIterator[StoredTuple]) -> None:
+        self.item = item
+        self.stream = stream
+
+    def __lt__(self, other: _Newest) -> bool:
+        return self.item.row.checkpoint_id > other.item.row.checkpoint_id
+
+
+async def _merge_newest_first(
+    streams: Sequence[AsyncIterator[StoredTuple]],
+) -> AsyncIterator[StoredTuple]:
+    """Lazy k-way merge, newest first: the async twin of `heapq.merge(reverse=True)`,
+    so listing every thread pages through them instead of loading them all."""
+    heap: list[_Newest] = []
+    for stream in streams:
+        first = await anext(stream, None)
+        if first is not None:
+            heap.append(_Newest(first, stream))
+    heapq.heapify(heap)
+    while heap:
+        head = heap[0]
+        yield head.item
+        following = await anext(head.stream, None)
+        if following is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, _Newest(following, head.stream))
 
 
 # -- executors ------------------------------------------------------------------------
@@ -688,11 +723,8 @@ class AsyncRedisStore(_Base):
             async for item in self._list_thread(threads[0], checkpoint_ns, before):
                 yield item
             return
-        merged: list[StoredTuple] = []
-        for t in threads:
-            merged += [s async for s in self._list_thread(t, checkpoint_ns, before)]
-        merged.sort(key=lambda s: s.row.checkpoint_id, reverse=True)
-        for item in merged:
+        streams = [self._list_thread(t, checkpoint_ns, before) for t in threads]
+        async for item in _merge_newest_first(streams):
             yield item
 
     async def _all_threads(self) -> builtins.list[str]:
