@@ -5,9 +5,10 @@
   list reuses the position of every element that is the very same object
   (identity, never equality), so unchanged elements are not serialized again.
   The common case, a list that only grew, is checked at C speed.
-  Objects a task returned in its writes since the last checkpoint are "dirty"
-  and always serialized again, so a message edited and returned by a node is
-  stored as edited. LangGraph state must not be mutated in place otherwise.
+  A stored element that a task writes again may have been edited in place: it
+  is serialized again by every later put (until stored anew), so a message
+  edited and returned by a node is stored as edited. LangGraph state must not
+  be mutated in place otherwise.
 * `DecodeCache`: decoded elements per (thread, namespace, channel, epoch),
   indexed by position. Log entries are immutable and an epoch is never reused,
   so an entry can never go stale. Decoded elements are shared by the reads of
@@ -98,7 +99,7 @@ class ElementIndex:
 
     def __init__(self, capacity: int = 1024) -> None:
         self._lists: _LRU[ListKey, Known] = _LRU(capacity)
-        self._dirty: _LRU[tuple[str, str, str], dict[int, Any]] = _LRU(capacity)
+        self._edited: _LRU[tuple[str, str], dict[int, tuple[Any, str]]] = _LRU(capacity)
 
     def lookup(self, key: ListKey) -> Known | None:
         """What this process last wrote or read for `key`."""
@@ -110,46 +111,65 @@ class ElementIndex:
         """Remember that element i of `elements` is stored at `positions[i]`."""
         self._lists.put(key, Known(epoch, list(elements), positions))
 
-    def mark_dirty(
+    def mark_edited(
         self,
         thread_id: str,
         checkpoint_ns: str,
         checkpoint_id: str,
-        values: Iterable[Any],
-    ) -> None:
-        """Objects a task wrote against a checkpoint: its child serializes them again.
+        channel: str,
+        items: Iterable[Any],
+    ) -> tuple[str, list[int]] | None:
+        """A task wrote `items` against `checkpoint_id`; note the stored ones.
 
-        Keyed by the checkpoint the writes belong to, so a checkpoint whose put
-        runs late (LangGraph saves them in the background) never takes marks
-        meant for its child.
+        An object this process knows as a stored element, written again by a
+        task, may have been edited in place: its stored position no longer
+        describes it. Returns the epoch and those positions (to drop their
+        cached decodes), or None when no stored element was written.
         """
-        key = (thread_id, checkpoint_ns, checkpoint_id)
-        ids = self._dirty.get(key)
-        if ids is None:
-            ids = {}
-            self._dirty.put(key, ids)
-        for value in values:
-            items = value if type(value) is list else (value,)
-            for item in items:
-                ids[id(item)] = item
+        known = self._lists.get((thread_id, checkpoint_ns, channel))
+        if known is None:
+            return None
+        ids = {id(i) for i in items}
+        pairs = zip(known.elements, known.positions, strict=True)
+        hits = [(e, p) for e, p in pairs if id(e) in ids]
+        if not hits:
+            return None
+        edited = self._edited.get((thread_id, checkpoint_ns))
+        if edited is None:
+            edited = {}
+            self._edited.put((thread_id, checkpoint_ns), edited)
+        for element, _ in hits:
+            edited[id(element)] = (element, checkpoint_id)
+        return known.epoch, [p for _, p in hits]
 
-    def dirty(
-        self, thread_id: str, checkpoint_ns: str, parent_id: str | None
-    ) -> set[int]:
-        """The ids marked dirty by writes against `parent_id`.
+    def edited(self, thread_id: str, checkpoint_ns: str, putting: str) -> set[int]:
+        """Ids that must be serialized again in the put of checkpoint `putting`.
 
-        Not consumed: a put that fails, or several children of one checkpoint
-        (retries, forks), all need the same marks. The LRU bounds them.
+        Every edited object, except those written against `putting` itself:
+        LangGraph may save a checkpoint in the background after the next step's
+        task edited its objects, and that checkpoint's values predate the edit.
         """
-        if parent_id is None:
+        edited = self._edited.get((thread_id, checkpoint_ns))
+        if not edited:
             return set()
-        ids = self._dirty.get((thread_id, checkpoint_ns, parent_id))
-        return set(ids) if ids else set()
+        return {i for i, (_, cid) in edited.items() if cid != putting}
+
+    def settle(
+        self, thread_id: str, checkpoint_ns: str, putting: str, elements: Sequence[Any]
+    ) -> None:
+        """Edited objects that the put of `putting` stored anew are edited no more."""
+        edited = self._edited.get((thread_id, checkpoint_ns))
+        if not edited:
+            return
+        for element in elements:
+            entry = edited.get(id(element))
+            if entry is not None and entry[0] is element and entry[1] != putting:
+                del edited[id(element)]
 
     def forget_thread(self, thread_id: str) -> None:
         """Drop every entry of a thread (after it was deleted or rewritten)."""
         self._lists.discard_where(lambda k: k[0] == thread_id)
-        self._dirty.discard_where(lambda k: k[0] == thread_id)
+        self._edited.discard_where(lambda k: k[0] == thread_id)
 
 
 _MISSING = object()

@@ -185,9 +185,7 @@ def encode_put(
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")
     dirty = (
-        index.dirty(target.thread_id, target.checkpoint_ns, target.checkpoint_id)
-        if index
-        else set()
+        index.edited(target.thread_id, target.checkpoint_ns, cid) if index else set()
     )
     values_in = checkpoint.get("channel_values", {})
     values: dict[str, tuple[Version, ValueWrite]] = {}
@@ -255,38 +253,34 @@ def note_written(
     target: Target,
     writes: Sequence[tuple[str, Any]],
 ) -> None:
-    """A task wrote these objects: treat them as edited from now on.
+    """A task wrote these objects: stored ones are treated as edited from now on.
 
-    They are marked dirty (the next checkpoint serializes them again), and any
-    cached decode they came from is dropped at once, so a read made before the
-    next checkpoint (an interrupt, a failed sibling, `get_state`) returns the
-    stored value, not the object the task may have edited in place.
+    Later puts serialize them again, and their cached decodes are dropped at
+    once, so a read made before the next checkpoint (an interrupt, a failed
+    sibling, `get_state`) returns the stored value, not the object the task
+    may have edited in place.
     """
     assert target.checkpoint_id is not None
-    values = [v for _, v in writes]
-    index.mark_dirty(
-        target.thread_id, target.checkpoint_ns, target.checkpoint_id, values
-    )
     for channel, value in writes:
-        key = (target.thread_id, target.checkpoint_ns, channel)
-        known = index.lookup(key)
-        if known is not None:
-            items = value if type(value) is list else (value,)
-            cache.forget(key, known.epoch, known.positions_of(set(map(id, items))))
+        items = value if type(value) is list else (value,)
+        hit = index.mark_edited(
+            target.thread_id, target.checkpoint_ns, target.checkpoint_id, channel, items
+        )
+        if hit is not None:
+            key = (target.thread_id, target.checkpoint_ns, channel)
+            cache.forget(key, hit[0], hit[1])
 
 
 def record_lists(
     index: ElementIndex, plan: PutPlan, assigned: Mapping[str, ListValue]
 ) -> None:
     """After a put, remember where each list element now lives."""
+    row = plan.row
     for ch, value in plan.lists.items():
         stored = assigned[ch]
-        index.record(
-            (plan.row.thread_id, plan.row.checkpoint_ns, ch),
-            stored.epoch,
-            value,
-            expand_runs(stored.runs),
-        )
+        key = (row.thread_id, row.checkpoint_ns, ch)
+        index.record(key, stored.epoch, value, expand_runs(stored.runs))
+        index.settle(row.thread_id, row.checkpoint_ns, row.checkpoint_id, value)
 
 
 def encode_writes(
