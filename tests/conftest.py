@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver
+from aiecs_checkpoint.stores.clickhouse import ArchiveSettings
 from tests.servers import RedisCluster, RedisServer
+from tests.servers_clickhouse import ClickHouseServer, external_clickhouse_url
 
 REDIS_INSTALLED = bool(shutil.which("redis-server") and shutil.which("redis-cli"))
 """Redis-backed stores need Debian's redis-server and redis-tools (`.ci/run`
@@ -29,14 +31,23 @@ locally, and fail under CI=true, so CI can never skip them silently."""
 
 
 def _redis_param(name: str) -> Any:
-    usable = REDIS_INSTALLED or (name == "redis" and bool(os.environ.get("REDIS_URL")))
+    external = name.startswith("redis") and bool(os.environ.get("REDIS_URL"))
+    usable = REDIS_INSTALLED or external
     if usable or os.environ.get("CI"):
         return name
     reason = "redis-server not installed (apt-get install redis-server redis-tools)"
     return pytest.param(name, marks=pytest.mark.skip(reason=reason))
 
 
-STORES = ["memory", _redis_param("redis"), _redis_param("cluster")]
+STORES = [
+    "memory",
+    _redis_param("redis"),
+    _redis_param("cluster"),
+    "memory+archive",
+    _redis_param("redis+archive"),
+]
+"""Every store the saver-level tests run on; "+archive" adds the ClickHouse
+archive (a real ClickHouse engine: `CLICKHOUSE_URL`, else the chdb front)."""
 
 _servers: dict[str, Any] = {}
 
@@ -57,8 +68,42 @@ def cluster_url() -> str:
     return str(_servers["cluster"].url)
 
 
+def clickhouse() -> ClickHouseServer | None:
+    """The session's ClickHouse front (None when `CLICKHOUSE_URL` names a server)."""
+    if external_clickhouse_url():
+        return None
+    if "clickhouse" not in _servers:
+        _servers["clickhouse"] = ClickHouseServer().start()
+    return _servers["clickhouse"]  # type: ignore[no-any-return]
+
+
+def archive_settings(**options: Any) -> ArchiveSettings:
+    """Archive settings for the session's ClickHouse, in a fresh database."""
+    options.setdefault("database", f"t{uuid.uuid4().hex[:12]}")
+    options.setdefault("flush_interval", 0.05)
+    url = external_clickhouse_url()
+    if url:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        options.setdefault("host", parts.hostname or "localhost")
+        options.setdefault("port", parts.port or 8123)
+        options.setdefault("user", parts.username or "default")
+        options.setdefault("password", parts.password or "")
+    else:
+        server = clickhouse()
+        assert server is not None
+        options.setdefault("host", server.host)
+        options.setdefault("port", server.port)
+    return ArchiveSettings(**options)
+
+
 def engine_for(store: str, **options: Any) -> ContextEngine:
-    """A fresh engine on `store`, isolated by a unique key prefix."""
+    """A fresh engine on `store`, isolated by a unique key prefix (and a
+    fresh ClickHouse database with "+archive")."""
+    if store.endswith("+archive"):
+        options.setdefault("archive", archive_settings())
+        store = store.removesuffix("+archive")
     if store == "memory":
         return ContextEngine(**options)
     prefix = options.pop("key_prefix", f"t{uuid.uuid4().hex[:10]}")
@@ -89,8 +134,17 @@ def make_sync_saver(store: str, **kwargs: Any) -> Iterator[ContextEngineSaver]:
 def _stop_servers() -> Iterator[None]:
     yield
     for server in _servers.values():
-        server.stop()
+        server.close() if isinstance(server, ClickHouseServer) else server.stop()
     _servers.clear()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server() -> ClickHouseServer:
+    """The session's ClickHouse front (tests needing it skip under CLICKHOUSE_URL)."""
+    server = clickhouse()
+    if server is None:
+        pytest.skip("CLICKHOUSE_URL names an external server")
+    return server
 
 
 @pytest.fixture(params=STORES)

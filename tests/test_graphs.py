@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -288,6 +289,9 @@ def build_fan_graph(calls: list[str], fail_once: str) -> StateGraph[Any, Any, An
         def node(state: FanState) -> FanState:
             calls.append(name)
             if name == fail_once and calls.count(name) == 1:
+                # Fail after the siblings finished: LangGraph cancels (and does
+                # not save) siblings still running when a task fails.
+                time.sleep(0.3)
                 raise RuntimeError(f"{name} failed")
             return {"results": [name]}
 

@@ -21,6 +21,8 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver, StoreError
 from aiecs_checkpoint.engine.engine import redis_url_from_env
+from aiecs_checkpoint.stores.base import ListWrite, slot_runs
+from aiecs_checkpoint.stores.redis_layout import pack_values
 from tests.conftest import (
     REDIS_INSTALLED,
     cluster_url,
@@ -265,7 +267,7 @@ def test_fallback_to_memory_is_explicit_and_loud(
     caplog.set_level(logging.WARNING, logger="aiecs_checkpoint")
     engine = ContextEngine(redis_url=url, fallback=True).connect()
     assert engine.storage_backend == "memory"
-    assert engine.health_check()["status"] == "degraded"
+    assert engine.health_check_sync()["status"] == "degraded"
     assert any("falling back" in r.message for r in caplog.records)
 
 
@@ -321,3 +323,197 @@ def test_existing_client_is_used_and_keys_carry_the_prefix() -> None:
         grow_thread(s, "shared", 2)
     keys = _keys(client, prefix)
     assert keys and all(k.startswith(f"{prefix}:".encode()) for k in keys)
+
+
+# -- reads leave out the list elements the reader holds decoded -----------------------
+
+
+def latest_messages(saver: ContextEngineSaver, thread: str) -> Any:
+    tup = saver.get_tuple({"configurable": {"thread_id": thread}})
+    assert tup is not None
+    return tup.checkpoint["channel_values"]["messages"]
+
+
+def put_messages(
+    saver: ContextEngineSaver, thread: str, messages: list[Any], step: int
+) -> dict[str, Any]:
+    """A checkpoint of `thread` whose list channel holds `messages`."""
+    latest = saver.get_tuple({"configurable": {"thread_id": thread}})
+    parent: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    if latest is not None:
+        parent = latest.config
+    version = f"{step:032}.{uuid.uuid4().int % 10**8:016}"
+    cp = checkpoint({"messages": messages}, {"messages": version})
+    metadata = {"source": "loop", "step": step}
+    return saver.put(parent, cp, metadata, {"messages": version})
+
+
+class HeldReplies:
+    """Records, per `get_held`, what the store left out and sent of `messages`."""
+
+    def __init__(self, saver: ContextEngineSaver, monkeypatch: pytest.MonkeyPatch):
+        self.seen: list[tuple[int, int]] = []
+        store = saver.engine.checkpoints
+        real = store.get_held  # type: ignore[attr-defined]
+
+        def spy(*args: Any) -> Any:
+            stored = real(*args)
+            value = stored.values["messages"]
+            self.seen.append((value.held, len(value.items)))
+            return stored
+
+        monkeypatch.setattr(store, "get_held", spy)
+
+
+@pytest.mark.parametrize("store", REDIS_STORES)
+def test_a_read_fetches_only_the_list_elements_it_does_not_hold(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_sync_saver(store) as saver:
+        thread = f"held-{uuid.uuid4()}"
+        grow_thread(saver, thread, 300)
+        replies = HeldReplies(saver, monkeypatch)
+        expected = [f"message {i}" for i in range(300)]
+        assert latest_messages(saver, thread) == expected  # nothing held yet
+        assert replies.seen == []
+        assert latest_messages(saver, thread) == expected
+        assert replies.seen == [(300, 0)]
+        read = latest_messages(saver, thread)
+        put_messages(saver, thread, [*read, "message 300"], 301)
+        assert replies.seen[-1] == (300, 0)
+        assert latest_messages(saver, thread) == [*expected, "message 300"]
+        assert replies.seen[-1] == (300, 1)
+        listed = list(saver.list({"configurable": {"thread_id": thread}}, limit=3))
+        assert [len(t.checkpoint["channel_values"]["messages"]) for t in listed] == [
+            301,
+            300,
+            299,
+        ]
+
+
+@pytest.mark.parametrize("store", REDIS_STORES)
+def test_a_read_after_another_saver_wrote_the_thread_returns_its_messages(
+    store: str,
+) -> None:
+    with make_sync_saver(store) as reader:
+        writer = ContextEngineSaver(reader.engine)  # another process: no caches
+        thread = f"other-{uuid.uuid4()}"
+        grow_thread(reader, thread, 50)
+        first = [f"message {i}" for i in range(50)]
+        assert latest_messages(reader, thread) == first
+        appended = [*first, "new 1", "new 2"]
+        put_messages(writer, thread, appended, 100)
+        assert latest_messages(reader, thread) == appended
+        edited = ["edited 0", *appended[1:], "new 3"]
+        assert latest_messages(writer, thread) == appended
+        put_messages(writer, thread, edited, 101)
+        assert latest_messages(reader, thread) == edited
+        shorter = edited[10:20]
+        put_messages(writer, thread, shorter, 102)
+        assert latest_messages(reader, thread) == shorter
+        writer.prune([thread], strategy="keep_latest")
+        assert latest_messages(reader, thread) == shorter
+        writer.delete_thread(thread)
+        put_messages(writer, thread, ["fresh"], 1)
+        assert latest_messages(reader, thread) == ["fresh"]
+        listed = list(reader.list({"configurable": {"thread_id": thread}}))
+        assert [t.checkpoint["channel_values"]["messages"] for t in listed] == [
+            ["fresh"]
+        ]
+
+
+@pytest.mark.parametrize("lost", ["all", "one"])
+def test_a_cache_dropped_between_request_and_decoding_costs_a_second_fetch(
+    lost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_sync_saver("redis") as saver:
+        thread = f"evict-{uuid.uuid4()}"
+        grow_thread(saver, thread, 40)
+        expected = [f"message {i}" for i in range(40)]
+        assert latest_messages(saver, thread) == expected
+        store = saver.engine.checkpoints
+        real = store.get_held  # type: ignore[attr-defined]
+
+        def drop(*args: Any) -> Any:
+            stored = real(*args)
+            value = stored.values["messages"]
+            if lost == "all":
+                saver._reset_caches()
+            else:
+                key = (thread, "", "messages")
+                saver._cache.forget(key, value.epoch, [7])
+            return stored
+
+        monkeypatch.setattr(store, "get_held", drop)
+        counter = SendCounter(monkeypatch)
+        assert latest_messages(saver, thread) == expected
+        assert counter.count == 2
+        real_list_held = store.list_held  # type: ignore[attr-defined]
+
+        def drop_while_listing(*args: Any) -> Any:
+            for stored in real_list_held(*args):
+                saver._reset_caches()
+                yield stored
+
+        monkeypatch.setattr(store, "list_held", drop_while_listing)
+        listed = list(saver.list({"configurable": {"thread_id": thread}}, limit=5))
+        assert [len(t.checkpoint["channel_values"]["messages"]) for t in listed] == [
+            40,
+            39,
+            38,
+            37,
+            36,
+        ]
+        assert listed[0].checkpoint["channel_values"]["messages"] == expected
+
+
+async def test_async_reads_leave_out_held_elements_and_refetch_what_was_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with ContextEngineSaver(engine_for("redis")) as saver:
+        thread = f"aheld-{uuid.uuid4()}"
+        await asyncio.to_thread(grow_thread, saver, thread, 60)
+        config = {"configurable": {"thread_id": thread}}
+        expected = [f"message {i}" for i in range(60)]
+        first = await saver.aget_tuple(config)
+        assert first is not None
+        assert first.checkpoint["channel_values"]["messages"] == expected
+        store = saver.engine.acheckpoints
+        real = store.get_held  # type: ignore[attr-defined]
+        seen: list[tuple[int, int]] = []
+
+        async def spy(*args: Any) -> Any:
+            stored = await real(*args)
+            value = stored.values["messages"]
+            seen.append((value.held, len(value.items)))
+            if len(seen) == 2:
+                saver._reset_caches()
+            return stored
+
+        monkeypatch.setattr(store, "get_held", spy)
+        for _ in range(2):
+            again = await saver.aget_tuple(config)
+            assert again is not None
+            assert again.checkpoint["channel_values"]["messages"] == expected
+        assert seen == [(60, 0), (60, 0)]
+        listed = [t async for t in saver.alist(config, limit=4)]
+        assert [len(t.checkpoint["channel_values"]["messages"]) for t in listed] == [
+            60,
+            59,
+            58,
+            57,
+        ]
+
+
+def test_a_put_sends_list_slots_as_runs_not_one_number_per_element() -> None:
+    assert slot_runs([4, 5, 6, -1, -2, 0, 9, -3]) == (
+        (4, 3),
+        (-1, 2),
+        (0, 1),
+        (9, 1),
+        (-3, 1),
+    )
+    assert slot_runs([]) == ()
+    grown = ListWrite("e", (*range(1000), -1), (("str", b"x"),))
+    assert grown.slot_runs() == ((0, 1000), (-1, 1))
+    assert len(pack_values("", {"messages": ("1", grown)})) < 200

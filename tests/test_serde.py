@@ -100,6 +100,7 @@ def walk(obj: Any, seen: set[int] | None = None) -> Iterator[str | bytes]:
 
 def redis_data(store: Any) -> Iterator[bytes]:
     """Every key and stored byte string of the saver's key prefix on Redis."""
+    store = getattr(store, "hot", store)
     client = store.client() if inspect.ismethod(store.client) else store.client
     for key in client.scan_iter(match=f"{store.settings.prefix}*", count=1000):
         yield key

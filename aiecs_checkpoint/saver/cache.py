@@ -12,10 +12,13 @@
 * `DecodeCache`: decoded elements per (thread, namespace, channel, epoch),
   indexed by position. Log entries are immutable and an epoch is never reused,
   so an entry can never go stale. Decoded elements are shared by the reads of
-  one process, as LangGraph shares state objects within a run.
+  one process, as LangGraph shares state objects within a run. A read tells
+  the store which leading positions it holds decoded (`DecodeCache.held`), and
+  the store leaves those elements out of its reply.
 
 Both are bounded LRU maps: losing an entry costs a re-serialization or a
-re-decode, never correctness.
+re-decode (or, between a read's request and its decoding, a second request
+without the held positions: `OmittedElement`), never correctness.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
+
+from aiecs_checkpoint.stores.base import Held, Runs, SlotRuns, expand_runs
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -64,26 +69,46 @@ class _LRU(Generic[K, V]):
 class Known:
     """A list as last written or read: its elements and their log positions."""
 
-    __slots__ = ("elements", "epoch", "positions")
+    __slots__ = ("_positions", "elements", "epoch", "runs")
 
-    def __init__(self, epoch: str, elements: list[Any], positions: list[int]) -> None:
+    def __init__(self, epoch: str, elements: list[Any], runs: Runs) -> None:
         self.epoch = epoch
         self.elements = elements
-        self.positions = positions
+        self.runs = runs
+        self._positions: list[int] | None = None
+
+    @property
+    def positions(self) -> list[int]:
+        """Element i's log position, per element (expanded from `runs` once)."""
+        if self._positions is None:
+            self._positions = expand_runs(self.runs)
+        return self._positions
+
+    @property
+    def slot_runs(self) -> SlotRuns:
+        """The positions as `ListWrite` slot runs: (first, count)."""
+        return tuple((start, stop - start) for start, stop in self.runs)
 
     def positions_of(self, ids: set[int]) -> list[int]:
         """Positions of the recorded elements whose id is in `ids`."""
-        if not ids:
+        if not ids or ids.isdisjoint(map(id, self.elements)):
             return []
         pairs = zip(self.elements, self.positions, strict=True)
         return [p for e, p in pairs if id(e) in ids]
 
+    def extended_by(self, value: Sequence[Any], dirty: set[int]) -> bool:
+        """True when `value` starts with exactly these objects and none is dirty."""
+        n = len(self.elements)
+        return (
+            len(value) >= n
+            and all(map(operator.is_, value, self.elements))
+            and (not dirty or dirty.isdisjoint(map(id, self.elements)))
+        )
+
     def reuse(self, value: Sequence[Any], dirty: set[int]) -> list[int | None]:
         """Per element of `value`, the position it can reuse, or None."""
-        n = len(self.elements)
-        if len(value) >= n and all(map(operator.is_, value, self.elements)):
-            if not dirty or dirty.isdisjoint(map(id, self.elements)):
-                return [*self.positions, *([None] * (len(value) - n))]
+        if self.extended_by(value, dirty):
+            return [*self.positions, *([None] * (len(value) - len(self.elements)))]
         pairs = zip(self.elements, self.positions, strict=True)
         by_id = {id(e): (e, p) for e, p in pairs}
         out: list[int | None] = []
@@ -106,10 +131,10 @@ class ElementIndex:
         return self._lists.get(key)
 
     def record(
-        self, key: ListKey, epoch: str, elements: Iterable[Any], positions: list[int]
+        self, key: ListKey, epoch: str, elements: Iterable[Any], runs: Runs
     ) -> None:
-        """Remember that element i of `elements` is stored at `positions[i]`."""
-        self._lists.put(key, Known(epoch, list(elements), positions))
+        """Remember that element i of `elements` is stored at position i of `runs`."""
+        self._lists.put(key, Known(epoch, list(elements), runs))
 
     def mark_edited(
         self,
@@ -130,6 +155,8 @@ class ElementIndex:
         if known is None:
             return None
         ids = {id(i) for i in items}
+        if ids.isdisjoint(map(id, known.elements)):
+            return None
         pairs = zip(known.elements, known.positions, strict=True)
         hits = [(e, p) for e, p in pairs if id(e) in ids]
         if not hits:
@@ -179,40 +206,117 @@ class OmittedElement(LookupError):
     """A store omitted an element this cache was expected to hold; fetch again."""
 
 
+class _Decoded:
+    """Decoded elements of one element log by position; `dense` leading ones are
+    all present (the prefix a reader can tell a store it holds)."""
+
+    __slots__ = ("dense", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.dense = 0
+
+    def advance(self) -> None:
+        items, dense = self.items, self.dense
+        while dense < len(items) and items[dense] is not _MISSING:
+            dense += 1
+        self.dense = dense
+
+
 class DecodeCache:
-    """Decoded list elements by their immutable storage position."""
+    """Decoded list elements by their immutable storage position.
+
+    `held` tells a store which leading positions of which logs are decoded here,
+    so its reads can leave them out (`ListItems.held`). A lock keeps `dense`
+    exact while other threads decode or forget.
+    """
 
     def __init__(self, capacity: int = 4096) -> None:
-        self._lru: _LRU[tuple[str, str, str, str], list[Any]] = _LRU(capacity)
+        self._lru: _LRU[tuple[str, str, str, str], _Decoded] = _LRU(capacity)
+        self._epochs: _LRU[str, dict[tuple[str, str], str]] = _LRU(capacity)
+        self._lock = threading.Lock()
+
+    def held(self, thread_id: str, checkpoint_ns: str | None) -> Held:
+        """Per (namespace, channel) of the thread (one namespace, or all when None):
+        the log epoch last decoded and how many leading positions are decoded."""
+        epochs = self._epochs.get(thread_id)
+        if not epochs:
+            return {}
+        out: dict[tuple[str, str], tuple[str, int]] = {}
+        with self._lock:
+            for (ns, ch), epoch in list(epochs.items()):
+                if checkpoint_ns is not None and ns != checkpoint_ns:
+                    continue
+                entry = self._lru.get((thread_id, ns, ch, epoch))
+                if entry is None:
+                    if epochs.get((ns, ch)) == epoch:
+                        del epochs[(ns, ch)]
+                elif entry.dense:
+                    out[(ns, ch)] = (epoch, entry.dense)
+        return out
 
     def decode(
         self,
         key: ListKey,
         epoch: str,
-        positions: Sequence[int],
+        runs: Runs,
         items: Sequence[Any],
+        held: int,
         load: Callable[[Any], Any],
     ) -> list[Any]:
-        """The elements at `positions` (serialized as `items`), each decoded once."""
+        """The elements at the positions of `runs`, each decoded once.
+
+        `items` are the serialized elements in run order, except positions below
+        `held`, which must be decoded here already (else `OmittedElement`).
+        """
         full = (*key, epoch)
-        decoded = self._lru.get(full)
-        if decoded is None:
-            decoded = []
-            self._lru.put(full, decoded)
-        if positions and max(positions) >= len(decoded):
-            decoded.extend([_MISSING] * (max(positions) + 1 - len(decoded)))
-        out = [decoded[p] for p in positions]
-        missing = [i for i, v in enumerate(out) if v is _MISSING]
-        if any(items[i] is None for i in missing):
-            raise OmittedElement(epoch)
-        for i in missing:
-            out[i] = decoded[positions[i]] = load(items[i])
-        return out
+        entry = self._lru.get(full)
+        if entry is None:
+            entry = _Decoded()
+            self._lru.put(full, entry)
+        epochs = self._epochs.get(key[0])
+        if epochs is None:
+            epochs = {}
+            self._epochs.put(key[0], epochs)
+        epochs[(key[1], key[2])] = epoch
+        with self._lock:
+            decoded = entry.items
+            end = max((stop for _, stop in runs), default=0)
+            if end > len(decoded):
+                decoded += [_MISSING] * (end - len(decoded))
+            dense = entry.dense
+            out: list[Any] = []
+            i = 0
+            for start, stop in runs:
+                mid = min(stop, max(start, held))
+                if mid > start:
+                    tail = decoded[max(start, dense) : mid]
+                    if any(v is _MISSING for v in tail):
+                        raise OmittedElement(epoch)
+                    out += decoded[start:mid]
+                if stop <= mid:
+                    continue
+                if stop <= dense:
+                    out += decoded[mid:stop]
+                else:
+                    sent = items[i : i + stop - mid]
+                    for p, raw in zip(range(mid, stop), sent, strict=True):
+                        v = decoded[p]
+                        if v is _MISSING:
+                            v = decoded[p] = load(raw)
+                        out.append(v)
+                i += stop - mid
+            entry.advance()
+            return out
 
     def forget(self, key: ListKey, epoch: str, positions: Iterable[int]) -> None:
         """Drop decoded elements (their objects were edited in place by a caller)."""
-        decoded = self._lru.get((*key, epoch))
-        if decoded is not None:
+        entry = self._lru.get((*key, epoch))
+        if entry is None:
+            return
+        with self._lock:
+            decoded = entry.items
             for p in positions:
                 if p < len(decoded):
                     decoded[p] = _MISSING
+                    entry.dense = min(entry.dense, p)

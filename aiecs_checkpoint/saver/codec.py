@@ -44,7 +44,6 @@ from aiecs_checkpoint.stores.base import (
     ValueWrite,
     Version,
     WriteRow,
-    expand_runs,
     run_key,
     write_idx,
 )
@@ -230,20 +229,33 @@ def plan_list(
     value: list[Any],
 ) -> ListWrite:
     """Serialize only the elements not already stored (per `known`)."""
+    if known is not None and known.extended_by(value, dirty):
+        n = len(known.elements)
+        new_items = tuple(
+            dumps(serde, value[i], f"channel {channel!r} item {i}")
+            for i in range(n, len(value))
+        )
+        fresh = len(new_items)
+        return ListWrite(
+            epoch=known.epoch if n else None,
+            slots=(*known.positions, *range(-1, -fresh - 1, -1)),
+            new_items=new_items,
+            runs=(*known.slot_runs, (-1, fresh)) if fresh else known.slot_runs,
+        )
     reuse = known.reuse(value, dirty) if known is not None else [None] * len(value)
     slots: list[int] = []
-    new_items: list[Typed] = []
+    items: list[Typed] = []
     for i, position in enumerate(reuse):
         if position is not None:
             slots.append(position)
         else:
-            new_items.append(dumps(serde, value[i], f"channel {channel!r} item {i}"))
-            slots.append(-len(new_items))
-    reused = len(new_items) < len(value)
+            items.append(dumps(serde, value[i], f"channel {channel!r} item {i}"))
+            slots.append(-len(items))
+    reused = len(items) < len(value)
     return ListWrite(
         epoch=known.epoch if reused and known is not None else None,
         slots=tuple(slots),
-        new_items=tuple(new_items),
+        new_items=tuple(items),
     )
 
 
@@ -279,7 +291,7 @@ def record_lists(
     for ch, value in plan.lists.items():
         stored = assigned[ch]
         key = (row.thread_id, row.checkpoint_ns, ch)
-        index.record(key, stored.epoch, value, expand_runs(stored.runs))
+        index.record(key, stored.epoch, value, stored.runs)
         index.settle(row.thread_id, row.checkpoint_ns, row.checkpoint_id, value)
 
 
@@ -319,11 +331,15 @@ class Decoder:
         """A channel value; list elements come from the decode cache."""
         if not isinstance(resolved, ListItems):
             return self.serde.loads_typed(resolved)
-        positions = expand_runs(resolved.runs)
         out = self.cache.decode(
-            key, resolved.epoch, positions, resolved.items, self.serde.loads_typed
+            key,
+            resolved.epoch,
+            resolved.runs,
+            resolved.items,
+            resolved.held,
+            self.serde.loads_typed,
         )
-        self.index.record(key, resolved.epoch, out, positions)
+        self.index.record(key, resolved.epoch, out, resolved.runs)
         return out
 
     def metadata(self, stored: StoredTuple) -> CheckpointMetadata:

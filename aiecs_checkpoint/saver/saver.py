@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import builtins
 import random
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +34,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from aiecs_checkpoint.engine import ContextEngine
-from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex
+from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, OmittedElement
 from aiecs_checkpoint.saver.codec import (
     Decoder,
     PutPlan,
@@ -42,7 +49,14 @@ from aiecs_checkpoint.saver.codec import (
     parse_config,
     record_lists,
 )
-from aiecs_checkpoint.stores.base import StaleListBase, StoredTuple, run_key
+from aiecs_checkpoint.stores.base import (
+    AsyncHeldReads,
+    Held,
+    HeldReads,
+    StaleListBase,
+    StoredTuple,
+    run_key,
+)
 
 
 class ContextEngineSaver(BaseCheckpointSaver[str]):
@@ -64,7 +78,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        self.engine = engine if engine is not None else ContextEngine()
+        self.engine = engine if engine is not None else ContextEngine(serde=self.serde)
         self._reset_caches()
 
     def _reset_caches(self) -> None:
@@ -243,30 +257,64 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
     # -- get and list ----------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint named by the config, or the latest: O(1) either way."""
+        """The checkpoint named by the config, or the latest: O(1) either way.
+
+        List elements already decoded here are not fetched again (`DecodeCache`);
+        if the cache dropped some meanwhile, the checkpoint is fetched whole.
+        """
         t = parse_config(config)
-        stored = self.engine.checkpoints.get(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id
-        )
+        store = self.engine.checkpoints
+        if isinstance(store, HeldReads):
+            held = self._cache.held(t.thread_id, t.checkpoint_ns)
+            if held:
+                stored = store.get_held(
+                    t.thread_id, t.checkpoint_ns, t.checkpoint_id, held
+                )
+                if stored is None:
+                    return None
+                try:
+                    return self._decoder.tuple(stored)
+                except OmittedElement:
+                    pass
+        stored = store.get(t.thread_id, t.checkpoint_ns, t.checkpoint_id)
         return self._decoder.tuple(stored) if stored is not None else None
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Async `get_tuple`."""
         t = parse_config(config)
-        stored = await self.engine.acheckpoints.get(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id
-        )
+        store = self.engine.acheckpoints
+        if isinstance(store, AsyncHeldReads):
+            held = self._cache.held(t.thread_id, t.checkpoint_ns)
+            if held:
+                stored = await store.get_held(
+                    t.thread_id, t.checkpoint_ns, t.checkpoint_id, held
+                )
+                if stored is None:
+                    return None
+                try:
+                    return self._decoder.tuple(stored)
+                except OmittedElement:
+                    pass
+        stored = await store.get(t.thread_id, t.checkpoint_ns, t.checkpoint_id)
         return self._decoder.tuple(stored) if stored is not None else None
 
     def _accept(
         self, stored: StoredTuple, only_id: str | None, filter: Mapping[str, Any] | None
-    ) -> CheckpointTuple | None:
+    ) -> CheckpointTuple | StoredTuple | None:
+        """The listed checkpoint as a tuple, None when filtered out, or `stored`
+        itself when it lacks elements the cache dropped (fetch it whole)."""
         if only_id is not None and stored.row.checkpoint_id != only_id:
             return None
         metadata = self._decoder.metadata(stored)
         if not matches(metadata, filter):
             return None
-        return self._decoder.tuple(stored, metadata)
+        try:
+            return self._decoder.tuple(stored, metadata)
+        except OmittedElement:
+            return stored
+
+    def _held_for(self, checkpoint_ns: str | None) -> Callable[[str], Held]:
+        return lambda thread_id: self._cache.held(thread_id, checkpoint_ns)
 
     @staticmethod
     def _before_id(before: RunnableConfig | None) -> str | None:
@@ -290,11 +338,21 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         remaining = limit
         if remaining is not None and remaining <= 0:
             return
-        stream = self.engine.checkpoints.list(thread_id, ns, self._before_id(before))
+        store = self.engine.checkpoints
+        before_id = self._before_id(before)
+        stream = (
+            store.list_held(thread_id, ns, before_id, self._held_for(ns))
+            if isinstance(store, HeldReads)
+            else store.list(thread_id, ns, before_id)
+        )
         for stored in stream:
             tup = self._accept(stored, only_id, filter)
             if tup is None:
                 continue
+            if isinstance(tup, StoredTuple):
+                tup = self._refetch(stored)
+                if tup is None:
+                    continue
             yield tup
             if remaining is not None:
                 remaining -= 1
@@ -314,16 +372,41 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         remaining = limit
         if remaining is not None and remaining <= 0:
             return
-        stream = self.engine.acheckpoints.list(thread_id, ns, self._before_id(before))
+        store = self.engine.acheckpoints
+        before_id = self._before_id(before)
+        stream = (
+            store.list_held(thread_id, ns, before_id, self._held_for(ns))
+            if isinstance(store, AsyncHeldReads)
+            else store.list(thread_id, ns, before_id)
+        )
         async for stored in stream:
             tup = self._accept(stored, only_id, filter)
             if tup is None:
                 continue
+            if isinstance(tup, StoredTuple):
+                tup = await self._arefetch(stored)
+                if tup is None:
+                    continue
             yield tup
             if remaining is not None:
                 remaining -= 1
                 if remaining <= 0:
                     return
+
+    def _refetch(self, stored: StoredTuple) -> CheckpointTuple | None:
+        """A listed checkpoint fetched again with every list element (None when
+        it was deleted meanwhile)."""
+        row = stored.row
+        store = self.engine.checkpoints
+        whole = store.get(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+        return self._decoder.tuple(whole) if whole is not None else None
+
+    async def _arefetch(self, stored: StoredTuple) -> CheckpointTuple | None:
+        """Async `_refetch`."""
+        row = stored.row
+        store = self.engine.acheckpoints
+        whole = await store.get(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+        return self._decoder.tuple(whole) if whole is not None else None
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]

@@ -36,7 +36,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from langgraph.checkpoint.base import WRITES_IDX_MAP, writes_sort_key
 
@@ -63,15 +63,29 @@ class ListValue:
 
 @dataclass(frozen=True, slots=True)
 class ListItems:
-    """A resolved list value: its positions plus each element's serialized form."""
+    """A resolved list value: its positions plus each element's serialized form.
+
+    `items` holds one element per position, in manifest order, except positions
+    below `held`: a store that was told the reader holds them decoded (`Held`)
+    leaves them out, and the reader takes them from its cache.
+    """
 
     epoch: str
     runs: Runs
     items: tuple[Typed, ...]
+    held: int = 0
 
 
 StoredValue = Typed | ListValue
 """What a store keeps per (channel, version)."""
+
+SlotRuns = tuple[tuple[int, int], ...]
+"""`ListWrite.slots` as (first slot, count) runs: reused positions ascending by
+one, new elements descending by one (-1, -2, ...); see `slot_runs`."""
+
+Held = Mapping[tuple[str, str], tuple[str, int]]
+"""(namespace, channel) -> (element-log epoch, n): the reader holds positions
+0..n-1 of that log decoded, so a store may leave them out of list values."""
 
 ResolvedValue = Typed | ListItems
 """What a store returns per (channel, version): list values come with their items."""
@@ -83,12 +97,18 @@ class ListWrite:
 
     `slots[i] >= 0` reuses element-log position `slots[i]` of `epoch`;
     `slots[i] < 0` is the new element `new_items[-slots[i] - 1]`, appended to the
-    log by the store (which assigns its position atomically).
+    log by the store (which assigns its position atomically). `runs`, when set,
+    is `slot_runs(slots)`, given by a planner that had it for free.
     """
 
     epoch: str | None
     slots: tuple[int, ...]
     new_items: tuple[Typed, ...]
+    runs: SlotRuns | None = None
+
+    def slot_runs(self) -> SlotRuns:
+        """The slots as runs (computed when the planner did not give them)."""
+        return self.runs if self.runs is not None else slot_runs(self.slots)
 
 
 ValueWrite = Typed | ListWrite
@@ -272,7 +292,28 @@ def compress_positions(positions: Iterable[int]) -> Runs:
 
 def expand_runs(runs: Iterable[Sequence[int]]) -> list[int]:
     """Inverse of `compress_positions`."""
-    return [p for start, end in runs for p in range(start, end)]
+    out: list[int] = []
+    for start, end in runs:
+        out += range(start, end)
+    return out
+
+
+def slot_runs(slots: Iterable[int]) -> SlotRuns:
+    """Slots as (first, count) runs: [4, 5, 6, -1, -2, 0] -> (4, 3), (-1, 2), (0, 1)."""
+    runs: list[tuple[int, int]] = []
+    first, count = 0, 0
+    for s in slots:
+        if count and s >= 0 and first >= 0 and s == first + count:
+            count += 1
+        elif count and s < 0 and first < 0 and s == first - count:
+            count += 1
+        else:
+            if count:
+                runs.append((first, count))
+            first, count = s, 1
+    if count:
+        runs.append((first, count))
+    return tuple(runs)
 
 
 class CheckpointStore(Protocol):
@@ -321,8 +362,60 @@ class CheckpointStore(Protocol):
 
     def count_checkpoints(self) -> int: ...
 
+    def export_thread(self, thread_id: str) -> Any:
+        """The whole thread as `stores.model.Thread` ({} when absent)."""
+
+    def import_thread(self, thread_id: str, thread: Any) -> None:
+        """Replace the thread with a `stores.model.Thread` (archive restore)."""
+
     def ping(self) -> None:
         """Raise `StoreError` when the backend cannot be reached."""
+
+
+@runtime_checkable
+class HeldReads(Protocol):
+    """A store whose reads can leave out list elements the reader holds decoded.
+
+    Reading a long list then costs what the reader lacks, not its length. A list
+    read asks `held` for what the reader holds of a thread before each page.
+    """
+
+    def get_held(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        held: Held,
+    ) -> StoredTuple | None: ...
+
+    def list_held(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held],
+    ) -> Iterator[StoredTuple]: ...
+
+
+@runtime_checkable
+class AsyncHeldReads(Protocol):
+    """The async face of `HeldReads`."""
+
+    async def get_held(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        held: Held,
+    ) -> StoredTuple | None: ...
+
+    def list_held(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held],
+    ) -> AsyncIterator[StoredTuple]: ...
 
 
 class AsyncCheckpointStore(Protocol):
@@ -429,6 +522,15 @@ class InProcessAsync:
 
     async def copy_thread(self, source: str, target: str) -> None:
         self._s.copy_thread(source, target)
+
+    async def count_checkpoints(self) -> int:
+        return self._s.count_checkpoints()
+
+    async def export_thread(self, thread_id: str) -> Any:
+        return self._s.export_thread(thread_id)
+
+    async def import_thread(self, thread_id: str, thread: Any) -> None:
+        self._s.import_thread(thread_id, thread)
 
     async def ping(self) -> None:
         self._s.ping()

@@ -190,6 +190,22 @@ class MemoryStore:
                 )
                 self._index(added)
 
+    # -- whole threads (archive restore) ----------------------------------------
+
+    def export_thread(self, thread_id: str) -> model.Thread:
+        """A deep copy of a thread ({} when absent), e.g. to archive it whole."""
+        with self._lock:
+            return model.clone(self._threads.get(thread_id, {}))
+
+    def import_thread(self, thread_id: str, thread: model.Thread) -> None:
+        """Replace a thread with `thread` (restoring it from the archive)."""
+        with self._lock:
+            self.delete_thread(thread_id)
+            if thread:
+                self._threads[thread_id] = model.clone(thread)
+                for ns in thread.values():
+                    self._index(ns.rows.values())
+
     # -- run index -------------------------------------------------------------
 
     def _index(self, rows: Iterable[CheckpointRow]) -> None:

@@ -278,3 +278,24 @@ def _renamed(
     if isinstance(seed, ListItems) and (channel, seed.epoch) in renamed:
         return ListItems(renamed[(channel, seed.epoch)], seed.runs, seed.items)
     return seed
+
+
+def clone(thread: Thread) -> Thread:
+    """A copy sharing only immutable records (rows are copied: freezing a delta
+    base mutates them)."""
+    out: Thread = {}
+    for name, ns in thread.items():
+        out[name] = Namespace(
+            ids=list(ns.ids),
+            rows={
+                c: dataclasses.replace(
+                    r, versions=dict(r.versions), delta_base=dict(r.delta_base)
+                )
+                for c, r in ns.rows.items()
+            },
+            writes={c: dict(w) for c, w in ns.writes.items()},
+            values=dict(ns.values),
+            logs={k: list(v) for k, v in ns.logs.items()},
+            epochs=dict(ns.epochs),
+        )
+    return out

@@ -40,10 +40,12 @@ import ormsgpack
 
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores import model
+from aiecs_checkpoint.stores import redis_domain_layout as DL
 from aiecs_checkpoint.stores import redis_layout as L
 from aiecs_checkpoint.stores.base import (
     CheckpointRow,
     DeltaHistory,
+    Held,
     ListItems,
     ListValue,
     ResolvedValue,
@@ -74,6 +76,9 @@ PAGE = 32
 
 WALK_PAGE = 64
 """Ancestors fetched per delta-history round trip."""
+
+SCRIPTS = {**L.SCRIPTS, **DL.SCRIPTS}
+"""Every server-side script by name: checkpoints and domain data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +179,16 @@ class RedisOps:
         args = [L.member(ns, cid), L.pack_writes(rows), self.s.ttl_ms, tk.log_prefix]
         yield Call("put_writes", tk.script_keys, args)
 
-    def get(self, thread_id: str, ns: str, cid: str | None) -> Op[StoredTuple | None]:
+    def get(
+        self, thread_id: str, ns: str, cid: str | None, held: Held | None = None
+    ) -> Op[StoredTuple | None]:
         tk = self.keys.thread(thread_id)
         args = [
             L.enc(ns),
             cid or "",
             tk.log_prefix,
             self._read_ttl(),
+            L.pack_held(held or {}),
         ]
         reply = yield Call("get", tk.script_keys, args)
         if not reply:
@@ -193,6 +201,7 @@ class RedisOps:
         ns: str | None,
         before: str | None,
         limit: int,
+        held: Held | None = None,
     ) -> Op[tuple[int, list[StoredTuple]]]:
         tk = self.keys.thread(thread_id)
         args = [
@@ -202,6 +211,7 @@ class RedisOps:
             tk.log_prefix,
             "1" if ns is None else "0",
             self._read_ttl(),
+            L.pack_held(held or {}),
         ]
         scanned, replies = yield Call("list", tk.script_keys, args)
         return int(scanned), [_stored(L.parse_fetched(thread_id, r)) for r in replies]
@@ -259,7 +269,7 @@ class RedisOps:
                 last: CheckpointRow | None = None
                 for r in replies:
                     f = L.parse_fetched(thread_id, r)
-                    vals = {ch: _manifest(v) for ch, (v, _) in f.values.items()}
+                    vals = {ch: _manifest(v) for ch, (v, _, _) in f.values.items()}
                     rows[f.row.checkpoint_id] = (f.row, f.writes, vals)
                     last = f.row
                 if len(replies) < WALK_PAGE and last is not None:
@@ -348,6 +358,23 @@ class RedisOps:
         for key in keys:
             yield Call(None, [self.keys.run(key)], [], command="DEL")
 
+    def export_thread(self, thread_id: str) -> Op[model.Thread]:
+        thread, _ = yield from self._load(thread_id)
+        return thread
+
+    def import_thread(self, thread_id: str, thread: model.Thread) -> Op[None]:
+        """Replace a thread with `thread` (restoring it from the archive)."""
+        yield from self._replace(thread_id, thread, None)
+        rows = [r for ns in thread.values() for r in ns.rows.values()]
+        yield from self._register(thread_id, rows)
+
+    def _register(self, thread_id: str, rows: Iterable[CheckpointRow]) -> Op[None]:
+        """Add a rewritten thread to the thread registry and run index."""
+        now = int(time.time() * 1000)
+        yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
+        for run_key in {r.run_key for r in rows if r.run_key}:
+            yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")
+
     def copy_thread(self, source: str, target: str) -> Op[None]:
         src, _ = yield from self._load(source)
         if not src:
@@ -359,10 +386,7 @@ class RedisOps:
                 break
         else:
             raise StoreError(f"thread {target!r} kept changing during copy_thread")
-        now = int(time.time() * 1000)
-        yield Call(None, [self.keys.threads], [now, target], command="ZADD")
-        for run_key in {r.run_key for r in added if r.run_key}:
-            yield Call(None, [self.keys.run(run_key)], [target], command="SADD")
+        yield from self._register(target, added)
 
     def count_checkpoints(self) -> Op[int]:
         total = 0
@@ -386,6 +410,11 @@ def _as_list(value: Any) -> ListValue:
     return value
 
 
+def _hold_nothing(thread_id: str) -> Held:
+    """A reader that holds nothing decoded: every list element is sent."""
+    return {}
+
+
 def _manifest(value: Any) -> ResolvedValue | None:
     """A value as the walk needs it: lists unresolved (items fetched at the end)."""
     if isinstance(value, ListValue):
@@ -395,9 +424,9 @@ def _manifest(value: Any) -> ResolvedValue | None:
 
 def _stored(f: L.Fetched) -> StoredTuple:
     values: dict[str, ResolvedValue] = {}
-    for ch, (v, items) in f.values.items():
+    for ch, (v, items, held) in f.values.items():
         if not is_empty(v):
-            values[ch] = L.list_items(v, items)
+            values[ch] = L.list_items(v, items, held)
     return StoredTuple(row=f.row, values=values, writes=ordered_writes(f.writes))
 
 
@@ -496,7 +525,7 @@ class RedisStore(_Base):
             return self.client.execute_command(call.command, *call.keys, *call.args)
         script = self._scripts.get(call.script)
         if script is None:
-            script = self.client.register_script(L.SCRIPTS[call.script])
+            script = self.client.register_script(SCRIPTS[call.script])
             self._scripts[call.script] = script
         return script(keys=list(call.keys), args=list(call.args))
 
@@ -550,17 +579,38 @@ class RedisStore(_Base):
     ) -> StoredTuple | None:
         return self.run(self.ops.get(thread_id, checkpoint_ns, checkpoint_id))
 
+    def get_held(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        held: Held,
+    ) -> StoredTuple | None:
+        """`get`, leaving out list elements the reader holds (`Held`)."""
+        return self.run(self.ops.get(thread_id, checkpoint_ns, checkpoint_id, held))
+
     def list(
         self,
         thread_id: str | None,
         checkpoint_ns: str | None,
         before: str | None = None,
     ) -> Iterator[StoredTuple]:
+        return self.list_held(thread_id, checkpoint_ns, before, _hold_nothing)
+
+    def list_held(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held],
+    ) -> Iterator[StoredTuple]:
+        """`list`, leaving out list elements the reader holds (asked per page)."""
         if thread_id is not None:
-            yield from self._list_thread(thread_id, checkpoint_ns, before)
+            yield from self._list_thread(thread_id, checkpoint_ns, before, held)
             return
         streams = [
-            self._list_thread(t, checkpoint_ns, before) for t in self._all_threads()
+            self._list_thread(t, checkpoint_ns, before, held)
+            for t in self._all_threads()
         ]
         yield from heapq.merge(
             *streams, key=lambda s: s.row.checkpoint_id, reverse=True
@@ -575,11 +625,16 @@ class RedisStore(_Base):
                 return out
 
     def _list_thread(
-        self, thread_id: str, ns: str | None, before: str | None
+        self,
+        thread_id: str,
+        ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held],
     ) -> Iterator[StoredTuple]:
         cursor = before
         while True:
-            scanned, page = self.run(self.ops.list_page(thread_id, ns, cursor, PAGE))
+            page_op = self.ops.list_page(thread_id, ns, cursor, PAGE, held(thread_id))
+            scanned, page = self.run(page_op)
             yield from page
             if scanned < PAGE or not page:
                 return
@@ -610,6 +665,12 @@ class RedisStore(_Base):
 
     def count_checkpoints(self) -> int:
         return self.run(self.ops.count_checkpoints())
+
+    def export_thread(self, thread_id: str) -> model.Thread:
+        return self.run(self.ops.export_thread(thread_id))
+
+    def import_thread(self, thread_id: str, thread: model.Thread) -> None:
+        self.run(self.ops.import_thread(thread_id, thread))
 
 
 class AsyncRedisStore(_Base):
@@ -653,7 +714,7 @@ class AsyncRedisStore(_Base):
         key = (id(client), call.script)
         script = self._scripts.get(key)
         if script is None:
-            script = client.register_script(L.SCRIPTS[call.script])
+            script = client.register_script(SCRIPTS[call.script])
             self._scripts[key] = script
         return await script(keys=list(call.keys), args=list(call.args))
 
@@ -712,18 +773,40 @@ class AsyncRedisStore(_Base):
     ) -> StoredTuple | None:
         return await self.run(self.ops.get(thread_id, checkpoint_ns, checkpoint_id))
 
-    async def list(
+    async def get_held(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        held: Held,
+    ) -> StoredTuple | None:
+        """`get`, leaving out list elements the reader holds (`Held`)."""
+        op = self.ops.get(thread_id, checkpoint_ns, checkpoint_id, held)
+        return await self.run(op)
+
+    def list(
         self,
         thread_id: str | None,
         checkpoint_ns: str | None,
         before: str | None = None,
     ) -> AsyncIterator[StoredTuple]:
+        return self.list_held(thread_id, checkpoint_ns, before, _hold_nothing)
+
+    async def list_held(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held],
+    ) -> AsyncIterator[StoredTuple]:
+        """`list`, leaving out list elements the reader holds (asked per page)."""
         threads = [thread_id] if thread_id is not None else await self._all_threads()
         if len(threads) == 1:
-            async for item in self._list_thread(threads[0], checkpoint_ns, before):
+            stream = self._list_thread(threads[0], checkpoint_ns, before, held)
+            async for item in stream:
                 yield item
             return
-        streams = [self._list_thread(t, checkpoint_ns, before) for t in threads]
+        streams = [self._list_thread(t, checkpoint_ns, before, held) for t in threads]
         async for item in _merge_newest_first(streams):
             yield item
 
@@ -736,13 +819,16 @@ class AsyncRedisStore(_Base):
                 return out
 
     async def _list_thread(
-        self, thread_id: str, ns: str | None, before: str | None
+        self,
+        thread_id: str,
+        ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held],
     ) -> AsyncIterator[StoredTuple]:
         cursor = before
         while True:
-            scanned, page = await self.run(
-                self.ops.list_page(thread_id, ns, cursor, PAGE)
-            )
+            page_op = self.ops.list_page(thread_id, ns, cursor, PAGE, held(thread_id))
+            scanned, page = await self.run(page_op)
             for item in page:
                 yield item
             if scanned < PAGE or not page:
@@ -771,6 +857,15 @@ class AsyncRedisStore(_Base):
 
     async def copy_thread(self, source: str, target: str) -> None:
         await self.run(self.ops.copy_thread(source, target))
+
+    async def count_checkpoints(self) -> int:
+        return await self.run(self.ops.count_checkpoints())
+
+    async def export_thread(self, thread_id: str) -> model.Thread:
+        return await self.run(self.ops.export_thread(thread_id))
+
+    async def import_thread(self, thread_id: str, thread: model.Thread) -> None:
+        await self.run(self.ops.import_thread(thread_id, thread))
 
 
 __all__ = [

@@ -25,6 +25,17 @@ Redis Cluster slot and every script below is valid on a cluster):
 user value or metadata is stored in plaintext under `EncryptedSerializer`.
 With a TTL, every key of a thread is given the same deadline by every write, so
 a checkpoint never outlives the values and writes it needs, nor they it.
+
+List values cost what changed, both ways:
+
+* `put` sends a list's slots as flat (first, count) runs (`SlotRuns`): a list
+  that grew by k elements is one run of reused positions plus one of k new
+  elements, whatever its length; the script appends the new elements to the
+  log and stores the manifest `l` + msgpack [epoch, [[start, end]...]].
+* `get` and `list` take what the reader holds decoded (`pack_held`:
+  `ns\\0ch` -> [epoch, n]); for a manifest of that epoch they send only the
+  elements at positions >= n, and say so per value (`{ch, blob, items, n}`).
+  A reader that lost some of them meanwhile asks again without `held`.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from aiecs_checkpoint.stores import model
 from aiecs_checkpoint.stores.base import (
     CheckpointRow,
     DeltaEntry,
+    Held,
     ListItems,
     ListValue,
     ListWrite,
@@ -320,7 +332,11 @@ def unpack_writes(blob: bytes | None) -> list[WriteRow]:
 
 
 def pack_values(ns: str, values: Mapping[str, tuple[Version, ValueWrite]]) -> bytes:
-    """The value entries of a put, as the put script reads them."""
+    """The value entries of a put, as the put script reads them.
+
+    A list entry carries its slots as flat (first, count) runs (`SlotRuns`), so a
+    list that grew by one element costs a few numbers, not one per element.
+    """
     entries: list[Any] = []
     for ch, (version, write) in values.items():
         field = value_field(ns, ch, version)
@@ -332,7 +348,7 @@ def pack_values(ns: str, values: Mapping[str, tuple[Version, ValueWrite]]) -> by
                     channel_field(ns, ch),
                     write.epoch or "",
                     _new_epoch(),
-                    list(write.slots),
+                    [x for run in write.slot_runs() for x in run],
                     [pack_item(i) for i in write.new_items],
                     ch,
                 ]
@@ -346,26 +362,41 @@ def _new_epoch() -> str:
     return uuid.uuid4().hex
 
 
+def pack_held(held: Held) -> bytes:
+    """What the reader holds decoded, as the read scripts look it up:
+    `enc(ns)\\0channel` -> [epoch, count of leading positions]."""
+    if not held:
+        return b""
+    return lua_pack(
+        {f"{enc(ns)}\0{ch}": [epoch, n] for (ns, ch), (epoch, n) in held.items()}
+    )
+
+
 # -- resolving what the scripts return ---------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """One checkpoint as a read script returns it."""
+    """One checkpoint as a read script returns it.
+
+    Per channel: the stored value, the list elements sent, and how many leading
+    log positions were left out because the reader holds them (see `pack_held`).
+    """
 
     row: CheckpointRow
-    values: dict[str, tuple[StoredValue, list[Typed]]]
+    values: dict[str, tuple[StoredValue, list[Typed], int]]
     writes: list[WriteRow]
 
 
 def parse_fetched(thread_id: str, reply: Sequence[Any]) -> Fetched:
-    """Decode `{member, row, {{ch, blob, items}...}, writes}` from a read script."""
+    """Decode `{member, row, {{ch, blob, items, held}...}, writes}` from a read
+    script."""
     mem, row_blob, vals, writes_blob = reply
     ns_enc, _, cid = _text(mem).partition("\0")
     row = unpack_row(thread_id, unquote(ns_enc), cid, row_blob)
     values = {
-        _text(ch): (unpack_value(blob), [unpack_item(i) for i in items])
-        for ch, blob, items in vals
+        _text(ch): (unpack_value(blob), [unpack_item(i) for i in items], int(held))
+        for ch, blob, items, held in vals
     }
     return Fetched(row=row, values=values, writes=unpack_writes(writes_blob))
 
@@ -441,11 +472,11 @@ def dump_thread(thread: model.Thread) -> bytes:
     return lua_pack([cp, vals, writes, ep, logs])
 
 
-def list_items(value: StoredValue, items: list[Typed]) -> ResolvedValue:
+def list_items(value: StoredValue, items: list[Typed], held: int) -> ResolvedValue:
     """A fetched value with its list elements attached."""
     if not isinstance(value, ListValue):
         return value
-    return ListItems(value.epoch, value.runs, tuple(items))
+    return ListItems(value.epoch, value.runs, tuple(items), held)
 
 
 # -- scripts --------------------------------------------------------------------------
@@ -463,22 +494,33 @@ local function row_head(row_blob)
   local hlen = struct.unpack('>I4', row_blob)
   return cmsgpack.unpack(string.sub(row_blob, 5, 4 + hlen))
 end
-local function resolve(mem, row_blob, logprefix, only)
+local function unpack_held(arg)
+  if arg == '' then return nil end
+  return cmsgpack.unpack(arg)
+end
+local function resolve(mem, row_blob, logprefix, only, held)
   local head = row_head(row_blob)
   local vals = {}
+  local nsenc = nil
+  if held then nsenc = string.sub(mem, 1, string.find(mem, '\0', 1, true)) end
   for _, vk in ipairs(head[2]) do
     if only == nil or only[vk[1]] then
       local blob = redis.call('HGET', KEYS[4], vk[2])
       if blob then
-        local items = {}
+        local items, skip = {}, 0
         if only == nil and string.sub(blob, 1, 1) == 'l' then
           local v = cmsgpack.unpack(string.sub(blob, 2))
+          local h = held and held[nsenc .. vk[1]]
+          if h and h[1] == v[1] then skip = h[2] end
           for _, run in ipairs(v[2]) do
-            local part = redis.call('LRANGE', logprefix .. v[1], run[1], run[2] - 1)
-            for _, it in ipairs(part) do items[#items + 1] = it end
+            local first = math.max(run[1], skip)
+            if first < run[2] then
+              local part = redis.call('LRANGE', logprefix .. v[1], first, run[2] - 1)
+              for _, it in ipairs(part) do items[#items + 1] = it end
+            end
           end
         end
-        vals[#vals + 1] = {vk[1], blob, items}
+        vals[#vals + 1] = {vk[1], blob, items, skip}
       end
     end
   end
@@ -518,14 +560,15 @@ for _, e in ipairs(vals) do
       redis.call('RPUSH', logkey, unpack(items, i, math.min(i + 511, #items)))
     end
     local runs, rs, re = {}, -1, -1
-    for _, s in ipairs(e[6]) do
-      local p = s
-      if s < 0 then p = start - s - 1 end
+    local slots = e[6]
+    for i = 1, #slots, 2 do
+      local p, n = slots[i], slots[i + 1]
+      if p < 0 then p = start - p - 1 end
       if p == re then
-        re = p + 1
+        re = p + n
       else
         if rs >= 0 then runs[#runs + 1] = {rs, re} end
-        rs, re = p, p + 1
+        rs, re = p, p + n
       end
     end
     if rs >= 0 then runs[#runs + 1] = {rs, re} end
@@ -599,7 +642,7 @@ end
 local row = redis.call('HGET', KEYS[3], mem)
 if not row then return false end
 touch(tonumber(ARGV[4]), ARGV[3])
-return resolve(mem, row, ARGV[3], nil)
+return resolve(mem, row, ARGV[3], nil, unpack_held(ARGV[5]))
 """
 )
 
@@ -619,6 +662,7 @@ else
   members = redis.call('ZREVRANGEBYLEX', KEYS[1], hi, '(' .. ns .. '\0',
                        'LIMIT', 0, limit)
 end
+local held = unpack_held(ARGV[7])
 local out = {}
 for _, m in ipairs(members) do
   local mem = m
@@ -627,7 +671,7 @@ for _, m in ipairs(members) do
     mem = string.sub(m, sep + 1) .. '\0' .. string.sub(m, 1, sep - 1)
   end
   local row = redis.call('HGET', KEYS[3], mem)
-  if row then out[#out + 1] = resolve(mem, row, ARGV[4], nil) end
+  if row then out[#out + 1] = resolve(mem, row, ARGV[4], nil, held) end
 end
 if #out > 0 then touch(tonumber(ARGV[6]), ARGV[4]) end
 return {#members, out}
@@ -646,7 +690,7 @@ while cursor ~= '' and #out < limit do
   local mem = ns .. '\0' .. cursor
   local row = redis.call('HGET', KEYS[3], mem)
   if not row then break end
-  out[#out + 1] = resolve(mem, row, ARGV[5], only)
+  out[#out + 1] = resolve(mem, row, ARGV[5], only, nil)
   cursor = row_head(row)[1]
 end
 return out

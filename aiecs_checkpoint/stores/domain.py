@@ -1,0 +1,205 @@
+"""Records and contract of the domain stores (sessions, conversations, task contexts).
+
+Like checkpoint stores, domain stores never see Python values beyond plain
+fields they must index or count: messages, metadata, task contexts and
+conversation sessions arrive as the engine serializer's `(type, bytes)` pairs,
+so `EncryptedSerializer` covers them too.
+
+Everything that belongs to one session id S (its metrics, conversation, task
+context and multi-agent conversation sessions) is one *group*: written
+together, expired together (a TTL deadline refreshed by every write to the
+group), and removed together by `delete_session`. On Redis a group shares the
+hash tag of the thread with the same id, so one script touches all of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from aiecs_checkpoint.stores.base import Typed
+
+EMPTY: Typed = ("null", b"")
+"""Serialized "nothing" (metadata of a session created without any)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as stored: indexed fields in the clear, metadata serialized.
+
+    Times are integer microseconds since the epoch (UTC): exact, and small
+    enough for Redis' Lua numbers (doubles).
+    """
+
+    session_id: str
+    user_id: str
+    status: str
+    created_us: int
+    activity_us: int
+    request_count: int = 0
+    error_count: int = 0
+    processing_time: float = 0.0
+    metadata: Typed = EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """An atomic update of a session; counters are increments, not new values."""
+
+    activity_us: int
+    requests: int = 0
+    errors: int = 0
+    processing_time: float = 0.0
+    status: str | None = None
+    metadata: Typed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainStats:
+    """Counts read from the store (valid across processes)."""
+
+    total_sessions: int
+    active_sessions: int
+    total_messages: int
+    conversation_sessions: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
+    """The record after `change` (the memory store's twin of the Redis script)."""
+    return replace(
+        record,
+        activity_us=change.activity_us,
+        request_count=record.request_count + change.requests,
+        error_count=record.error_count + change.errors,
+        processing_time=record.processing_time + change.processing_time,
+        status=change.status if change.status is not None else record.status,
+        metadata=change.metadata if change.metadata is not None else record.metadata,
+    )
+
+
+def newest(items: Sequence[Typed], limit: int) -> list[Typed]:
+    """The newest `limit` items in chronological order (all when limit <= 0)."""
+    return list(items[-limit:]) if limit > 0 else list(items)
+
+
+class DomainStore(Protocol):
+    """What the engine's domain API needs from a store (sync face)."""
+
+    backend: str
+
+    def create_session(self, record: SessionRecord) -> tuple[SessionRecord, bool]:
+        """Store a new session; (the stored session, whether it was created)."""
+        ...
+
+    def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    def update_session(
+        self, session_id: str, change: SessionChange, expect_metadata: Typed | None
+    ) -> SessionRecord | None:
+        """Apply `change` atomically; None when the session does not exist.
+
+        With `expect_metadata`, the change applies only if the stored metadata
+        is still that value (else `MetadataConflict`): metadata merges are
+        read-modify-write and must not lose a concurrent merge.
+        """
+        ...
+
+    def list_sessions(
+        self, user_id: str | None, status: str | None, offset: int, limit: int
+    ) -> list[SessionRecord]:
+        """Sessions newest activity first, optionally of one user / status."""
+        ...
+
+    def idle_sessions(self, cutoff_us: int, limit: int) -> list[str]:
+        """Ids of sessions whose last activity is older than `cutoff_us`."""
+        ...
+
+    def delete_session(self, session_id: str) -> bool:
+        """Remove the session's whole group; True when anything was removed."""
+        ...
+
+    def append_message(self, session_id: str, message: Typed, cap: int) -> int:
+        """Append to the conversation, keeping the newest `cap`; the new length."""
+        ...
+
+    def messages(self, session_id: str, limit: int) -> list[Typed]: ...
+
+    def put_task_context(self, session_id: str, context: Typed) -> None: ...
+
+    def get_task_context(self, session_id: str) -> Typed | None: ...
+
+    def put_conversation_session(
+        self, session_id: str, session_type: str, data: Typed
+    ) -> None: ...
+
+    def get_conversation_session(
+        self, session_id: str, session_type: str
+    ) -> Typed | None: ...
+
+    def append_agent_message(
+        self, session_id: str, session_type: str, message: Typed, cap: int
+    ) -> bool:
+        """Append to a conversation session's log; False if the session is unknown."""
+        ...
+
+    def agent_messages(
+        self, session_id: str, session_type: str, limit: int
+    ) -> list[Typed]: ...
+
+    def stats(self, now_us: int) -> DomainStats: ...
+
+
+class AsyncDomainStore(Protocol):
+    """The same calls, awaitable."""
+
+    async def create_session(
+        self, record: SessionRecord
+    ) -> tuple[SessionRecord, bool]: ...
+
+    async def get_session(self, session_id: str) -> SessionRecord | None: ...
+
+    async def update_session(
+        self, session_id: str, change: SessionChange, expect_metadata: Typed | None
+    ) -> SessionRecord | None: ...
+
+    async def list_sessions(
+        self, user_id: str | None, status: str | None, offset: int, limit: int
+    ) -> list[SessionRecord]: ...
+
+    async def idle_sessions(self, cutoff_us: int, limit: int) -> list[str]: ...
+
+    async def delete_session(self, session_id: str) -> bool: ...
+
+    async def append_message(
+        self, session_id: str, message: Typed, cap: int
+    ) -> int: ...
+
+    async def messages(self, session_id: str, limit: int) -> list[Typed]: ...
+
+    async def put_task_context(self, session_id: str, context: Typed) -> None: ...
+
+    async def get_task_context(self, session_id: str) -> Typed | None: ...
+
+    async def put_conversation_session(
+        self, session_id: str, session_type: str, data: Typed
+    ) -> None: ...
+
+    async def get_conversation_session(
+        self, session_id: str, session_type: str
+    ) -> Typed | None: ...
+
+    async def append_agent_message(
+        self, session_id: str, session_type: str, message: Typed, cap: int
+    ) -> bool: ...
+
+    async def agent_messages(
+        self, session_id: str, session_type: str, limit: int
+    ) -> list[Typed]: ...
+
+    async def stats(self, now_us: int) -> DomainStats: ...
+
+
+class MetadataConflict(Exception):
+    """The session's metadata changed between read and write; retry the merge."""
