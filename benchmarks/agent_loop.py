@@ -16,9 +16,11 @@ configuration the script reports the mean time of the first and of the last
 median of the last window, and the ratio of the last-window mean to the same
 figure of the run without a checkpointer.  That ratio is the headline number:
 it says how much a checkpointer adds on top of the work the graph has to do
-anyway once the conversation is long.  The target for ``ContextEngineSaver`` on
-its embedded memory store is at most 2.5x; ``InMemorySaver``, which
-re-serializes the whole message list at every superstep, is expected near 12x.
+anyway once the conversation is long.  The targets for ``ContextEngineSaver``
+are at most 2.5x on its embedded memory store and 3x on Redis (where a get
+fetches only the messages the saver has not decoded yet); ``InMemorySaver``,
+which re-serializes the whole message list at every superstep, is expected
+near 12x.
 
 Why the baseline passes the whole conversation
 ----------------------------------------------
@@ -92,6 +94,8 @@ INMEMORY = "InMemorySaver"
 OURS_MEMORY = "ours(memory)"
 OURS_REDIS = "ours(redis)"
 OURS_MEMORY_TARGET = 2.5
+OURS_REDIS_TARGET = 3.0
+TARGETS = {OURS_MEMORY: OURS_MEMORY_TARGET, OURS_REDIS: OURS_REDIS_TARGET}
 
 _FILLER = (
     "The quick brown fox jumps over the lazy dog while the agent loop keeps "
@@ -411,9 +415,10 @@ def print_report(
         line = f"{name}: last-{window} = {fig.vs_baseline:.1f}x no-checkpointer"
         if name != INMEMORY and reference and reference.vs_baseline is not None:
             line += f" ({INMEMORY} {reference.vs_baseline:.1f}x)"
-        if name == OURS_MEMORY:
-            met = "met" if fig.vs_baseline <= OURS_MEMORY_TARGET else "NOT met"
-            line += f" [target <= {OURS_MEMORY_TARGET}x: {met}]"
+        target = TARGETS.get(name)
+        if target is not None:
+            met = "met" if fig.vs_baseline <= target else "NOT met"
+            line += f" [target <= {target}x: {met}]"
         print(line)
 
 

@@ -517,3 +517,42 @@ def test_a_put_sends_list_slots_as_runs_not_one_number_per_element() -> None:
     grown = ListWrite("e", (*range(1000), -1), (("str", b"x"),))
     assert grown.slot_runs() == ((0, 1000), (-1, 1))
     assert len(pack_values("", {"messages": ("1", grown)})) < 200
+
+
+@pytest.mark.parametrize("store", REDIS_STORES)
+def test_listing_every_namespace_leaves_out_what_each_namespace_holds(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_sync_saver(store) as saver:
+        thread = f"ns-{uuid.uuid4()}"
+        want: dict[str, list[list[str]]] = {"": [], "sub": []}
+        for ns in want:
+            config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ns}}
+            messages: list[str] = []
+            for i in range(5):
+                messages = [*messages, f"{ns or 'root'} {i}"]
+                version = f"{i + 1:032}.0"
+                cp = checkpoint({"messages": messages}, {"messages": version})
+                metadata = {"source": "loop", "step": i}
+                config = saver.put(config, cp, metadata, {"messages": version})
+                want[ns].append(messages)
+            tup = saver.get_tuple({"configurable": {**config["configurable"]}})
+            assert tup is not None
+        store_ = saver.engine.checkpoints
+        real = store_.list_held  # type: ignore[attr-defined]
+        sent: list[tuple[int, int]] = []
+
+        def spy(*args: Any) -> Any:
+            for stored in real(*args):
+                value = stored.values["messages"]
+                sent.append((value.held, len(value.items)))
+                yield stored
+
+        monkeypatch.setattr(store_, "list_held", spy)
+        listed = list(saver.list({"configurable": {"thread_id": thread}}))
+        got: dict[str, list[list[str]]] = {"": [], "sub": []}
+        for t in reversed(listed):
+            ns = t.config["configurable"]["checkpoint_ns"]
+            got[ns].append(t.checkpoint["channel_values"]["messages"])
+        assert got == want
+        assert sent == [(5, 0)] * 10

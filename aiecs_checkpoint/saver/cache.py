@@ -60,6 +60,10 @@ class _LRU(Generic[K, V]):
             while len(self._data) > self._capacity:
                 self._data.popitem(last=False)
 
+    def keys_where(self, predicate: Callable[[K], bool]) -> list[K]:
+        with self._lock:
+            return [k for k in self._data if predicate(k)]
+
     def discard_where(self, predicate: Callable[[K], bool]) -> None:
         with self._lock:
             for key in [k for k in self._data if predicate(k)]:
@@ -233,26 +237,29 @@ class DecodeCache:
 
     def __init__(self, capacity: int = 4096) -> None:
         self._lru: _LRU[tuple[str, str, str, str], _Decoded] = _LRU(capacity)
-        self._epochs: _LRU[str, dict[tuple[str, str], str]] = _LRU(capacity)
+        self._epochs: _LRU[tuple[str, str], dict[str, str]] = _LRU(capacity)
         self._lock = threading.Lock()
 
     def held(self, thread_id: str, checkpoint_ns: str | None) -> Held:
         """Per (namespace, channel) of the thread (one namespace, or all when None):
         the log epoch last decoded and how many leading positions are decoded."""
-        epochs = self._epochs.get(thread_id)
-        if not epochs:
-            return {}
+        if checkpoint_ns is not None:
+            scopes = [(thread_id, checkpoint_ns)]
+        else:
+            scopes = self._epochs.keys_where(lambda k: k[0] == thread_id)
         out: dict[tuple[str, str], tuple[str, int]] = {}
-        with self._lock:
-            for (ns, ch), epoch in list(epochs.items()):
-                if checkpoint_ns is not None and ns != checkpoint_ns:
-                    continue
-                entry = self._lru.get((thread_id, ns, ch, epoch))
-                if entry is None:
-                    if epochs.get((ns, ch)) == epoch:
-                        del epochs[(ns, ch)]
-                elif entry.dense:
-                    out[(ns, ch)] = (epoch, entry.dense)
+        for scope in scopes:
+            epochs = self._epochs.get(scope)
+            if not epochs:
+                continue
+            with self._lock:
+                for ch, epoch in list(epochs.items()):
+                    entry = self._lru.get((*scope, ch, epoch))
+                    if entry is None:
+                        if epochs.get(ch) == epoch:
+                            del epochs[ch]
+                    elif entry.dense:
+                        out[(scope[1], ch)] = (epoch, entry.dense)
         return out
 
     def decode(
@@ -274,11 +281,11 @@ class DecodeCache:
         if entry is None:
             entry = _Decoded()
             self._lru.put(full, entry)
-        epochs = self._epochs.get(key[0])
+        epochs = self._epochs.get((key[0], key[1]))
         if epochs is None:
             epochs = {}
-            self._epochs.put(key[0], epochs)
-        epochs[(key[1], key[2])] = epoch
+            self._epochs.put((key[0], key[1]), epochs)
+        epochs[key[2]] = epoch
         with self._lock:
             decoded = entry.items
             end = max((stop for _, stop in runs), default=0)

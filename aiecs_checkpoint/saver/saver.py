@@ -300,18 +300,18 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
 
     def _accept(
         self, stored: StoredTuple, only_id: str | None, filter: Mapping[str, Any] | None
-    ) -> CheckpointTuple | StoredTuple | None:
-        """The listed checkpoint as a tuple, None when filtered out, or `stored`
-        itself when it lacks elements the cache dropped (fetch it whole)."""
+    ) -> CheckpointTuple | None:
+        """The listed checkpoint as a tuple, None when filtered out.
+
+        Raises `OmittedElement` when the store left out elements the cache has
+        dropped since: the caller fetches that checkpoint whole (`_refetch`).
+        """
         if only_id is not None and stored.row.checkpoint_id != only_id:
             return None
         metadata = self._decoder.metadata(stored)
         if not matches(metadata, filter):
             return None
-        try:
-            return self._decoder.tuple(stored, metadata)
-        except OmittedElement:
-            return stored
+        return self._decoder.tuple(stored, metadata)
 
     def _held_for(self, checkpoint_ns: str | None) -> Callable[[str], Held]:
         return lambda thread_id: self._cache.held(thread_id, checkpoint_ns)
@@ -346,13 +346,12 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
             else store.list(thread_id, ns, before_id)
         )
         for stored in stream:
-            tup = self._accept(stored, only_id, filter)
+            try:
+                tup = self._accept(stored, only_id, filter)
+            except OmittedElement:
+                tup = self._refetch(stored)
             if tup is None:
                 continue
-            if isinstance(tup, StoredTuple):
-                tup = self._refetch(stored)
-                if tup is None:
-                    continue
             yield tup
             if remaining is not None:
                 remaining -= 1
@@ -380,13 +379,12 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
             else store.list(thread_id, ns, before_id)
         )
         async for stored in stream:
-            tup = self._accept(stored, only_id, filter)
+            try:
+                tup = self._accept(stored, only_id, filter)
+            except OmittedElement:
+                tup = await self._arefetch(stored)
             if tup is None:
                 continue
-            if isinstance(tup, StoredTuple):
-                tup = await self._arefetch(stored)
-                if tup is None:
-                    continue
             yield tup
             if remaining is not None:
                 remaining -= 1

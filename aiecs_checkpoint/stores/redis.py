@@ -5,6 +5,8 @@ Every operation is written once, as a generator that yields the calls to make
 redis-py's sync client and `AsyncRedisStore` with its asyncio client. Hot
 operations are one script call each, so one network round trip whatever the
 thread's length: put, put_writes, get (latest or by id), and one page of list.
+Reads take what the reader already holds decoded (`get_held`, `list_held`) and
+leave those list elements out, so a get costs what changed since the last one.
 History rewrites (prune, delete_for_runs, copy_thread) load the thread, apply
 the same functions as the memory store (`stores.model`) and write it back with
 an optimistic generation check. The key layout is documented in

@@ -40,6 +40,7 @@ List values cost what changed, both ways:
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,8 +73,12 @@ GEN_FIELD = "#gen"
 """Field of `ep` counting writes; history rewrites check it (optimistic lock)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def enc(text: str) -> str:
-    """Percent-encode an id for use inside a key or field: only [A-Za-z0-9_.~-%]."""
+    """Percent-encode an id for use inside a key or field: only [A-Za-z0-9_.~-%].
+
+    Cached: every call of a thread encodes the same few ids and channel names.
+    """
     return quote(text, safe="")
 
 
