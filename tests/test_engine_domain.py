@@ -4,7 +4,6 @@ contexts, checkpoint helpers, metrics) behaves the same on every store."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -419,4 +418,3 @@ def test_sync_metrics_twin_matches_the_store() -> None:
     asyncio.run(engine.create_session("x", "u"))
     assert engine.get_metrics_snapshot()["total_sessions"] == 1
     assert engine.health_check_sync()["status"] == "healthy"
-    time.sleep(0)

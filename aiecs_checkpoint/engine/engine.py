@@ -360,11 +360,7 @@ class ContextEngine(DomainAPI, CheckpointAPI):
 
     async def _store_counts(self) -> dict[str, Any]:
         stats = await self.adomain.stats(now_us())
-        count = getattr(self.acheckpoints, "count_checkpoints", None)
-        if count is not None:
-            checkpoints = await count()
-        else:
-            checkpoints = self.checkpoints.count_checkpoints()
+        checkpoints = await self.acheckpoints.count_checkpoints()
         return self._counts(stats, checkpoints)
 
     async def get_metrics(self) -> dict[str, Any]:

@@ -179,9 +179,15 @@ class ArchivedStore:
         checkpoint_ns: str | None,
         before: str | None = None,
     ) -> Iterator[StoredTuple]:
-        if thread_id is not None and self._absent(thread_id):
-            self._restore(thread_id)
-        yield from self.hot.list(thread_id, checkpoint_ns, before)
+        stream = iter(self.hot.list(thread_id, checkpoint_ns, before))
+        first = next(stream, None)
+        if first is None and thread_id is not None:
+            if self._absent(thread_id) and self._restore(thread_id):
+                yield from self.hot.list(thread_id, checkpoint_ns, before)
+            return
+        if first is not None:
+            yield first
+            yield from stream
 
     def delta_history(
         self,
@@ -295,10 +301,17 @@ class AsyncArchivedStore:
         checkpoint_ns: str | None,
         before: str | None = None,
     ) -> AsyncIterator[StoredTuple]:
-        if thread_id is not None and await self._absent(thread_id):
-            await self._restore(thread_id)
-        async for item in self.hot.list(thread_id, checkpoint_ns, before):
-            yield item
+        stream = self.hot.list(thread_id, checkpoint_ns, before)
+        first = await anext(stream, None)
+        if first is None and thread_id is not None:
+            if await self._absent(thread_id) and await self._restore(thread_id):
+                async for item in self.hot.list(thread_id, checkpoint_ns, before):
+                    yield item
+            return
+        if first is not None:
+            yield first
+            async for item in stream:
+                yield item
 
     async def delta_history(
         self,

@@ -460,6 +460,8 @@ class AsyncCheckpointStore(Protocol):
 
     async def copy_thread(self, source: str, target: str) -> None: ...
 
+    async def count_checkpoints(self) -> int: ...
+
     async def ping(self) -> None:
         """Raise `StoreError` when the backend cannot be reached."""
 

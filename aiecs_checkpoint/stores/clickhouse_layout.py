@@ -33,7 +33,7 @@ conversation-session type of an agent message.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -377,9 +377,10 @@ def thread_from_rows(
             payload
         )
     for (ns, channel, epoch), by_position in logs.items():
-        ns_of(ns).logs[(channel, epoch)] = [
-            by_position[i] for i in range(len(by_position)) if i in by_position
-        ]
+        log: list[Typed] = []
+        while len(log) in by_position:  # positions must stay where they were
+            log.append(by_position[len(log)])
+        ns_of(ns).logs[(channel, epoch)] = log
     for ns, cid, payload in writes:
         for w in L.unpack_writes(payload):
             ns_of(ns).writes.setdefault(cid, {})[(w.task_id, w.idx)] = w
@@ -452,8 +453,3 @@ def conversation_session_row(
         CONVERSATION_SESSIONS,
         (session_id, session_type, L.pack_item(data), now(), newer()),
     )
-
-
-def chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]

@@ -161,11 +161,11 @@ class RedisOps:
             L.pack_values(row.checkpoint_ns, values),
         ]
         reply = yield Call("put", keys, args)
-        if _text(reply[0]) == "stale":
+        if L.text(reply[0]) == "stale":
             raise StaleListBase(row.checkpoint_id)
         if self.s.cluster:
             yield from self._register_cluster(row.thread_id, row.run_key)
-        return {_text(ch): _as_list(L.unpack_value(blob)) for ch, blob in reply[1]}
+        return {L.text(ch): _as_list(L.unpack_value(blob)) for ch, blob in reply[1]}
 
     def _register_cluster(self, thread_id: str, run_key: str | None) -> Op[None]:
         """On a cluster the global indexes live in other slots: separate calls."""
@@ -222,7 +222,7 @@ class RedisOps:
         reply = yield Call(
             None, [self.keys.threads], [cursor, cursor + count - 1], command="ZRANGE"
         )
-        return [_text(t) for t in reply]
+        return [L.text(t) for t in reply]
 
     # -- delta history: one call per page of ancestors ------------------------------
 
@@ -306,7 +306,7 @@ class RedisOps:
         tk = self.keys.thread(thread_id)
         args = ["" if gen is None else gen, self.s.ttl_ms, tk.log_prefix]
         reply = yield Call("replace", tk.script_keys, [*args, L.dump_thread(thread)])
-        return _text(reply) != "conflict"
+        return L.text(reply) != "conflict"
 
     def _rewrite(
         self, thread_id: str, change: Callable[[model.Thread], None]
@@ -344,7 +344,7 @@ class RedisOps:
         threads: set[str] = set()
         for key in keys:
             members = yield Call(None, [self.keys.run(key)], [], command="SMEMBERS")
-            threads.update(_text(m) for m in members)
+            threads.update(L.text(m) for m in members)
         wanted = set(keys)
         for t in sorted(threads):
 
@@ -401,10 +401,6 @@ class RedisOps:
             if len(threads) < 500:
                 return total
             cursor += 500
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _as_list(value: Any) -> ListValue:

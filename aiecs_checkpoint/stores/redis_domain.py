@@ -28,7 +28,7 @@ from aiecs_checkpoint.stores.redis import (
     RedisSettings,
     RedisStore,
 )
-from aiecs_checkpoint.stores.redis_layout import enc
+from aiecs_checkpoint.stores.redis_layout import enc, text
 
 SCAN = 500
 """Groups examined per call when counting or listing (one per call on a cluster)."""
@@ -36,10 +36,6 @@ SCAN = 500
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class DomainOps:
@@ -112,7 +108,7 @@ class DomainOps:
         stored = D.parse_session(session_id, reply[1])
         assert stored is not None
         if self.cluster:
-            yield from self._reindex_cluster(stored, _text(reply[2]))
+            yield from self._reindex_cluster(stored, text(reply[2]))
         return stored
 
     def _reindex_cluster(self, s: SessionRecord, old_status: str) -> Op[None]:
@@ -149,7 +145,7 @@ class DomainOps:
             ids = yield Call(
                 None, [index], [position, position + page - 1], command="ZREVRANGE"
             )
-            ids = [_text(i) for i in ids]
+            ids = [text(i) for i in ids]
             stale: list[str] = []
             for sid, record in zip(
                 ids, (yield from self._fetch_sessions(ids)), strict=True
@@ -172,7 +168,7 @@ class DomainOps:
             ["-inf", f"({cutoff_us}", "LIMIT", 0, limit],
             command="ZRANGEBYSCORE",
         )
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     def delete_session(self, session_id: str) -> Op[bool]:
         key = self.keys.session(session_id)
@@ -183,9 +179,9 @@ class DomainOps:
             yield Call(None, [self.keys.groups], [session_id], command="ZREM")
             yield Call(None, [self.keys.sessions], [session_id], command="ZREM")
             if user_key:
-                yield Call(None, [_text(user_key)], [session_id], command="ZREM")
+                yield Call(None, [text(user_key)], [session_id], command="ZREM")
             if status:
-                index = self.keys.status_prefix + _text(status)
+                index = self.keys.status_prefix + text(status)
                 yield Call(None, [index], [session_id], command="ZREM")
         return bool(removed)
 
@@ -269,7 +265,7 @@ class DomainOps:
                 [position, position + SCAN - 1],
                 command="ZRANGE",
             )
-            ids = [_text(i) for i in ids]
+            ids = [text(i) for i in ids]
             stale: list[str] = []
             for i in range(0, len(ids), step):
                 chunk = ids[i : i + step]
@@ -282,7 +278,7 @@ class DomainOps:
                         stale.append(sid)
                         continue
                     if status:
-                        s = _text(status)
+                        s = text(status)
                         by_status[s] = by_status.get(s, 0) + 1
                     messages += int(msgs)
                     conversation_sessions += int(kinds)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from aiecs_checkpoint.stores.base import Typed
 from aiecs_checkpoint.stores.domain import SessionRecord
-from aiecs_checkpoint.stores.redis_layout import enc
+from aiecs_checkpoint.stores.redis_layout import enc, text
 
 _U32 = struct.Struct(">I")
 
@@ -95,10 +95,6 @@ def unframe(blob: bytes) -> Typed:
     return blob[4 : 4 + n].decode(), blob[4 + n :]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def session_fields(record: SessionRecord, user_key: str) -> list[bytes | str]:
     """HSET arguments of a new session."""
     return [
@@ -123,19 +119,19 @@ def parse_session(
     if not reply:
         return None
     if isinstance(reply, Mapping):
-        h = {_text(k): v for k, v in reply.items()}
+        h = {text(k): v for k, v in reply.items()}
     else:
-        h = {_text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
+        h = {text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
     return SessionRecord(
         session_id=session_id,
-        user_id=_text(h["u"]),
-        status=_text(h["st"]),
+        user_id=text(h["u"]),
+        status=text(h["st"]),
         created_us=int(h["c"]),
         activity_us=int(h["a"]),
         request_count=int(h["r"]),
         error_count=int(h["e"]),
         processing_time=float(h["p"]),
-        metadata=(_text(h["mt"]), bytes(h["m"])),
+        metadata=(text(h["mt"]), bytes(h["m"])),
     )
 
 

@@ -397,17 +397,18 @@ def parse_fetched(thread_id: str, reply: Sequence[Any]) -> Fetched:
     """Decode `{member, row, {{ch, blob, items, held}...}, writes}` from a read
     script."""
     mem, row_blob, vals, writes_blob = reply
-    ns_enc, _, cid = _text(mem).partition("\0")
+    ns_enc, _, cid = text(mem).partition("\0")
     row = unpack_row(thread_id, unquote(ns_enc), cid, row_blob)
     values = {
-        _text(ch): (unpack_value(blob), [unpack_item(i) for i in items], int(held))
+        text(ch): (unpack_value(blob), [unpack_item(i) for i in items], int(held))
         for ch, blob, items, held in vals
     }
     return Fetched(row=row, values=values, writes=unpack_writes(writes_blob))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def text(value: Any) -> str:
+    """A Redis reply value (bytes, or str from a decoding client) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- whole threads (for history rewrites) ------------------------------------------
@@ -426,7 +427,7 @@ def thread_from_dump(thread_id: str, dump: Sequence[Any]) -> tuple[model.Thread,
         model.insert_row(
             ns_of(ns_enc), unpack_row(thread_id, unquote(ns_enc), cid, blob)
         )
-    log_items = {_text(e): [unpack_item(i) for i in items] for e, items in logs}
+    log_items = {text(e): [unpack_item(i) for i in items] for e, items in logs}
     for k, blob in _pairs(vals):
         ns_enc, ch_enc, vkey = k.split("\0")
         ns, ch = ns_of(ns_enc), unquote(ch_enc)
@@ -444,7 +445,7 @@ def thread_from_dump(thread_id: str, dump: Sequence[Any]) -> tuple[model.Thread,
             gen = int(raw)
             continue
         ns_enc, ch_enc = k.split("\0")
-        epoch = _text(raw)
+        epoch = text(raw)
         ns, ch = ns_of(ns_enc), unquote(ch_enc)
         ns.epochs[ch] = epoch
         ns.logs.setdefault((ch, epoch), log_items.get(epoch, []))
@@ -453,7 +454,7 @@ def thread_from_dump(thread_id: str, dump: Sequence[Any]) -> tuple[model.Thread,
 
 def _pairs(flat: Sequence[Any]) -> Iterable[tuple[str, Any]]:
     for i in range(0, len(flat), 2):
-        yield _text(flat[i]), flat[i + 1]
+        yield text(flat[i]), flat[i + 1]
 
 
 def dump_thread(thread: model.Thread) -> bytes:
