@@ -4,6 +4,7 @@ touch the hot path, idempotent re-delivery, deletes everywhere, configuration.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import operator
 import uuid
@@ -18,7 +19,7 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver
-from aiecs_checkpoint.errors import InvalidConfigError
+from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores import clickhouse_layout as C
 from aiecs_checkpoint.stores.clickhouse import ArchiveSettings
 from tests.conftest import _redis_param, archive_settings, engine_for, redis_url
@@ -205,6 +206,55 @@ def test_deletes_prune_and_copy_reach_the_archive() -> None:
         assert _count(settings, C.CHECKPOINTS, "dst") == len(src)
 
 
+def _two_processes(
+    prefix: str,
+) -> tuple[ContextEngine, ContextEngine, ArchiveSettings]:
+    """Two engines as two processes would hold them: one Redis, one archive, each
+    its own outbox; the first delivers only when flushed (a slow outbox)."""
+    settings = archive_settings()
+    slow = dataclasses.replace(settings, flush_interval=600.0)
+    a = ContextEngine(redis_url=redis_url(), key_prefix=prefix, archive=slow)
+    b = ContextEngine(redis_url=redis_url(), key_prefix=prefix, archive=settings)
+    return a, b, settings
+
+
+def test_a_thread_deleted_elsewhere_is_not_restored_while_its_delete_waits() -> None:
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    a, b, settings = _two_processes(prefix)
+    with ContextEngineSaver(a) as saver_a, ContextEngineSaver(b) as saver_b:
+        _graph(saver_b).invoke({"log": []}, _cfg("t"))
+        assert b.archive is not None and b.archive.flush(10)
+        assert _count(settings, C.CHECKPOINTS, "t") > 0
+        saver_a.delete_thread("t")  # its archive delete is still queued in a
+        assert _count(settings, C.CHECKPOINTS, "t") > 0
+        assert saver_b.get_tuple(_cfg("t")) is None
+        assert list(saver_b.list(_cfg("t"))) == []
+        third = ContextEngine(
+            redis_url=redis_url(), key_prefix=prefix, archive=settings
+        )
+        with ContextEngineSaver(third) as saver_c:  # a process started afterwards
+            assert saver_c.get_tuple(_cfg("t")) is None
+        assert a.archive is not None and a.archive.flush(10)
+        assert _count(settings, C.CHECKPOINTS, "t") == 0
+
+
+def test_a_late_delete_from_another_process_keeps_the_threads_newer_rows() -> None:
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    a, b, settings = _two_processes(prefix)
+    with ContextEngineSaver(a) as saver_a, ContextEngineSaver(b) as saver_b:
+        graph = _graph(saver_b)
+        graph.invoke({"log": []}, _cfg("t"))
+        assert b.archive is not None and b.archive.flush(10)
+        saver_a.delete_thread("t")
+        graph.invoke({"log": ["again"]}, _cfg("t"))
+        newer = _history(graph, "t")
+        assert b.archive.flush(10)
+        assert a.archive is not None and a.archive.flush(10)  # the late delete
+        assert _count(settings, C.CHECKPOINTS, "t") == len(newer)
+        _forget_hot(b, prefix)
+        assert _history(graph, "t") == newer
+
+
 @pytest.fixture
 def own_clickhouse() -> Iterator[ClickHouseServer]:
     if external_clickhouse_url():
@@ -286,6 +336,21 @@ def test_wrong_password_is_reported_once_and_graphs_still_run(
         archive.close(0.1)
     failures = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(failures) == 1
+
+
+def test_delete_for_runs_refuses_while_the_archive_is_behind_and_deletes_nothing() -> (
+    None
+):
+    settings = archive_settings(password="wrong", close_timeout=0.5)
+    engine = ContextEngine(archive=settings)
+    with ContextEngineSaver(engine) as saver:
+        runs = _three_runs(saver, "kept")
+        before = [t.checkpoint["id"] for t in saver.list(_cfg("kept"))]
+        with pytest.raises(StoreError, match="behind"):
+            saver.delete_for_runs([runs[0]])
+        assert [t.checkpoint["id"] for t in saver.list(_cfg("kept"))] == before
+        assert engine.archive is not None
+        engine.archive.close(0.1)
 
 
 def test_archive_settings_come_from_the_seed_variables() -> None:

@@ -913,22 +913,7 @@ MODEL_EXAMPLES = {"memory": 150, "redis": 30, "cluster": 30}
 """Examples per store; stores behind a server get fewer (each step is round trips)."""
 
 
-ARCHIVE_OPEN_BUG = pytest.mark.skip(
-    reason="open bug (issue 4): with the archive on, a rare interleaving ending in "
-    "delete_for_runs leaves checkpoints visible that the model says are deleted"
-)
-
-
-def _model_stores() -> list[Any]:
-    return [
-        pytest.param(s, marks=ARCHIVE_OPEN_BUG)
-        if isinstance(s, str) and s.endswith("+archive")
-        else s
-        for s in STORES
-    ]
-
-
-@pytest.mark.parametrize("store", _model_stores())
+@pytest.mark.parametrize("store", STORES)
 def test_model_based_interleavings_of_every_operation_match_a_pure_python_model(
     store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

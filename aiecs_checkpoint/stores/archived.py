@@ -10,9 +10,18 @@ the archive are remembered briefly, so a new thread costs one archive query.
 
 History rewrites (prune, delete_for_runs, copy_thread) restore what they need,
 run on the hot store, then replace the thread's archived rows with the result:
-deleted means deleted in both tiers. `delete_for_runs` first flushes the outbox
-and asks the archive which threads hold those runs; it raises `StoreError` when
-the archive cannot answer, rather than leave archived checkpoints behind.
+deleted means deleted in both tiers. `delete_for_runs` first waits until the
+outbox has delivered everything queued before it, then asks the archive which
+threads hold those runs; it raises `StoreError` when the archive cannot answer
+(or is too far behind), rather than leave archived checkpoints behind.
+
+A delete reaches the archive later than the hot store (one flush interval, or
+an outage's length), so before a thread's history is deleted or rewritten the
+hot store is told when (`mark_deleted`, kept `DELETED_TTL_S`): a restore, from
+any process sharing the hot store, only takes archived rows written after that
+time, so a deleted thread never comes back. Rewritten rows are archived just
+after that time. (Across processes this relies on their clocks agreeing to
+well under the time between a delete and another process's next write.)
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiecs_checkpoint.errors import StoreError
@@ -46,6 +56,17 @@ ABSENT_TTL_S = 30.0
 
 PENDING_FLUSH_S = 2.0
 """Longest wait for this thread's queued rows before reading the archive."""
+
+DELETED_TTL_S = 7 * 24 * 3600
+"""How long the hot store remembers when a thread's history was deleted."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _stamp() -> tuple[int, datetime]:
+    """Now, as whole microseconds and as the same instant in a datetime."""
+    us = time.time_ns() // 1000
+    return us, _EPOCH + timedelta(microseconds=us)
 
 
 class _Absent:
@@ -94,18 +115,31 @@ class _Tiering:
         C.write_rows(thread_id, ns, cid, writes, rows)
         self.archive.enqueue(rows, thread_id)
 
-    def replace(self, thread_id: str, thread: model.Thread) -> None:
-        """Queue: remove the thread's archived rows, then write `thread` whole."""
-        self.archive.enqueue_delete(C.THREAD_TABLES, "thread_id", thread_id)
+    def replace(self, thread_id: str, thread: model.Thread, at: datetime) -> None:
+        """Queue: remove the thread's rows archived up to `at`, then write
+        `thread` whole, archived just after `at`."""
+        self.archive.enqueue_delete(C.THREAD_TABLES, "thread_id", thread_id, at)
         if not thread:
             self.absent.add(thread_id)
-        if thread:
-            rows = C.Rows.empty()
-            C.thread_rows(thread_id, thread, rows)
-            self.archive.enqueue(rows, thread_id)
+            return
+        rows = C.Rows.empty()
+        C.thread_rows(thread_id, thread, rows, at + timedelta(microseconds=1))
+        self.archive.enqueue(rows, thread_id)
 
-    def fetch(self, thread_id: str) -> model.Thread:
-        """The archived thread ({} when absent or the archive is unavailable)."""
+    def caught_up(self) -> None:
+        """Wait until the archive holds everything queued so far (`StoreError`
+        when it cannot within `close_timeout`)."""
+        archive = self.archive
+        if not archive.flush(archive.settings.close_timeout):
+            raise StoreError(
+                f"ClickHouse archive at {archive.settings.server} is behind "
+                f"({archive.counters.last_error or 'still delivering'}); "
+                "nothing was deleted, try again"
+            )
+
+    def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread:
+        """The archived thread, without rows archived before `deleted_us` ({}
+        when absent or the archive is unavailable)."""
         if thread_id in self.absent:
             return {}
         if self.archive.pending(thread_id):
@@ -114,8 +148,11 @@ class _Tiering:
                 # The archive is behind this process's own writes or deletes of
                 # the thread: what it holds is stale, so it must not be restored.
                 return {}
+        after = None
+        if deleted_us is not None:
+            after = _EPOCH + timedelta(microseconds=deleted_us)
         try:
-            thread = self.archive.read_thread(thread_id)
+            thread = self.archive.read_thread(thread_id, after)
         except StoreError as exc:
             # The writer already reports an unreachable archive (once, WARNING);
             # a miss during an outage is counted, not logged per thread.
@@ -138,7 +175,9 @@ class ArchivedStore:
         self.backend = hot.backend
 
     def _restore(self, thread_id: str) -> bool:
-        thread = self.tier.fetch(thread_id)
+        if thread_id in self.tier.absent:
+            return False
+        thread = self.tier.fetch(thread_id, self.hot.deleted_at(thread_id))
         if thread:
             self.hot.import_thread(thread_id, thread)
         return bool(thread)
@@ -206,8 +245,10 @@ class ArchivedStore:
         return found
 
     def delete_thread(self, thread_id: str) -> None:
+        us, at = _stamp()
+        self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
         self.hot.delete_thread(thread_id)
-        self.tier.replace(thread_id, {})
+        self.tier.replace(thread_id, {}, at)
 
     def _ensure(self, thread_ids: Iterable[str]) -> builtins.list[str]:
         ids = list(dict.fromkeys(thread_ids))
@@ -216,26 +257,35 @@ class ArchivedStore:
                 self._restore(t)
         return ids
 
-    def _rearchive(self, thread_ids: Iterable[str]) -> None:
+    def _marked(self, thread_ids: Iterable[str]) -> tuple[builtins.list[str], datetime]:
+        """Restore the threads a rewrite needs, then mark them deleted until now."""
+        ids = self._ensure(thread_ids)
+        us, at = _stamp()
+        for t in ids:
+            self.hot.mark_deleted(t, us, DELETED_TTL_S)
+        return ids, at
+
+    def _rearchive(self, thread_ids: Iterable[str], at: datetime) -> None:
         for t in thread_ids:
-            self.tier.replace(t, self.hot.export_thread(t))
+            self.tier.replace(t, self.hot.export_thread(t), at)
 
     def delete_runs(self, run_keys: Iterable[str]) -> None:
         keys = list(run_keys)
-        self.tier.archive.flush(PENDING_FLUSH_S)
-        threads = self._ensure(self.tier.archive.threads_for_runs(keys))
+        self.tier.caught_up()
+        threads, at = self._marked(self.tier.archive.threads_for_runs(keys))
         self.hot.delete_runs(keys)
-        self._rearchive(threads)
+        self._rearchive(threads, at)
 
     def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> None:
-        ids = self._ensure(thread_ids)
+        ids, at = self._marked(thread_ids)
         self.hot.prune(ids, keep_latest)
-        self._rearchive(ids)
+        self._rearchive(ids, at)
 
     def copy_thread(self, source: str, target: str) -> None:
         self._ensure([source, target])
+        _, at = _stamp()
         self.hot.copy_thread(source, target)
-        self._rearchive([target])
+        self._rearchive([target], at)
 
     def count_checkpoints(self) -> int:
         return int(self.hot.count_checkpoints())
@@ -247,6 +297,12 @@ class ArchivedStore:
         self._ensure([thread_id])
         return self.hot.export_thread(thread_id)  # type: ignore[no-any-return]
 
+    def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
+        self.hot.mark_deleted(thread_id, at_us, ttl_s)
+
+    def deleted_at(self, thread_id: str) -> int | None:
+        return self.hot.deleted_at(thread_id)  # type: ignore[no-any-return]
+
 
 class AsyncArchivedStore:
     """Async face: the same behaviour over an async hot store; archive reads run
@@ -257,7 +313,10 @@ class AsyncArchivedStore:
         self.tier = tier
 
     async def _restore(self, thread_id: str) -> bool:
-        thread = await asyncio.to_thread(self.tier.fetch, thread_id)
+        if thread_id in self.tier.absent:
+            return False
+        deleted_us = await self.hot.deleted_at(thread_id)
+        thread = await asyncio.to_thread(self.tier.fetch, thread_id, deleted_us)
         if thread:
             await self.hot.import_thread(thread_id, thread)
         return bool(thread)
@@ -331,8 +390,10 @@ class AsyncArchivedStore:
         return found
 
     async def delete_thread(self, thread_id: str) -> None:
+        us, at = _stamp()
+        await self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
         await self.hot.delete_thread(thread_id)
-        self.tier.replace(thread_id, {})
+        self.tier.replace(thread_id, {}, at)
 
     async def _ensure(self, thread_ids: Iterable[str]) -> builtins.list[str]:
         ids = list(dict.fromkeys(thread_ids))
@@ -341,31 +402,46 @@ class AsyncArchivedStore:
                 await self._restore(t)
         return ids
 
-    async def _rearchive(self, thread_ids: Iterable[str]) -> None:
+    async def _marked(
+        self, thread_ids: Iterable[str]
+    ) -> tuple[builtins.list[str], datetime]:
+        ids = await self._ensure(thread_ids)
+        us, at = _stamp()
+        for t in ids:
+            await self.hot.mark_deleted(t, us, DELETED_TTL_S)
+        return ids, at
+
+    async def _rearchive(self, thread_ids: Iterable[str], at: datetime) -> None:
         for t in thread_ids:
-            self.tier.replace(t, await self.hot.export_thread(t))
+            self.tier.replace(t, await self.hot.export_thread(t), at)
 
     async def delete_runs(self, run_keys: Iterable[str]) -> None:
         keys = list(run_keys)
-        archive = self.tier.archive
-        await asyncio.to_thread(archive.flush, PENDING_FLUSH_S)
-        found = await asyncio.to_thread(archive.threads_for_runs, keys)
-        threads = await self._ensure(found)
+        await asyncio.to_thread(self.tier.caught_up)
+        found = await asyncio.to_thread(self.tier.archive.threads_for_runs, keys)
+        threads, at = await self._marked(found)
         await self.hot.delete_runs(keys)
-        await self._rearchive(threads)
+        await self._rearchive(threads, at)
 
     async def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> None:
-        ids = await self._ensure(thread_ids)
+        ids, at = await self._marked(thread_ids)
         await self.hot.prune(ids, keep_latest)
-        await self._rearchive(ids)
+        await self._rearchive(ids, at)
 
     async def copy_thread(self, source: str, target: str) -> None:
         await self._ensure([source, target])
+        _, at = _stamp()
         await self.hot.copy_thread(source, target)
-        await self._rearchive([target])
+        await self._rearchive([target], at)
 
     async def count_checkpoints(self) -> int:
         return int(await self.hot.count_checkpoints())
 
     async def ping(self) -> None:
         await self.hot.ping()
+
+    async def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
+        await self.hot.mark_deleted(thread_id, at_us, ttl_s)
+
+    async def deleted_at(self, thread_id: str) -> int | None:
+        return await self.hot.deleted_at(thread_id)  # type: ignore[no-any-return]

@@ -368,6 +368,12 @@ class CheckpointStore(Protocol):
     def import_thread(self, thread_id: str, thread: Any) -> None:
         """Replace the thread with a `stores.model.Thread` (archive restore)."""
 
+    def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
+        """Remember for `ttl_s` that the thread's history up to `at_us` is deleted."""
+
+    def deleted_at(self, thread_id: str) -> int | None:
+        """When the thread's history was last deleted (µs), if remembered."""
+
     def ping(self) -> None:
         """Raise `StoreError` when the backend cannot be reached."""
 
@@ -533,6 +539,12 @@ class InProcessAsync:
 
     async def import_thread(self, thread_id: str, thread: Any) -> None:
         self._s.import_thread(thread_id, thread)
+
+    async def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
+        self._s.mark_deleted(thread_id, at_us, ttl_s)
+
+    async def deleted_at(self, thread_id: str) -> int | None:
+        return self._s.deleted_at(thread_id)
 
     async def ping(self) -> None:
         self._s.ping()

@@ -15,7 +15,9 @@ Deletes travel through the same outbox as barriers, so a delete never
 overtakes the rows it should remove. They are `ALTER TABLE ... DELETE`
 mutations sent with `mutations_sync = 2`: the worker waits until every replica
 has applied one before sending later rows (mutations only touch rows that exist
-when they start, so rows written after a delete are kept).
+when they start, so rows written after a delete are kept). A thread's delete
+is also bounded by time (`archived_at <= until`): when another process's outbox
+delivers newer rows of the thread first, the late delete leaves them alone.
 
 Reads (restoring a thread the hot store no longer has) use a sync client with
 bound parameters (`{thread:String}`) and `FINAL`, so a re-delivered batch is
@@ -32,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
@@ -138,11 +141,13 @@ class _Insert:
 
 @dataclass(slots=True)
 class _Delete:
-    """Remove every row whose `column` is `value` from `tables` (a barrier)."""
+    """Remove every row whose `column` is `value` from `tables` (a barrier);
+    with `until`, only rows archived at or before it."""
 
     tables: tuple[str, ...]
     column: str
     value: str
+    until: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -232,9 +237,16 @@ class Archive:
         ]
         self._put(entries)
 
-    def enqueue_delete(self, tables: Iterable[str], column: str, value: str) -> None:
-        """Queue removal of every row of `value` (behind everything queued)."""
-        self._put([_Delete(tuple(tables), column, value)])
+    def enqueue_delete(
+        self,
+        tables: Iterable[str],
+        column: str,
+        value: str,
+        until: datetime | None = None,
+    ) -> None:
+        """Queue removal of the rows of `value` (behind everything queued); with
+        `until`, only those archived at or before it (see the module docstring)."""
+        self._put([_Delete(tuple(tables), column, value, until)])
 
     def _put(self, entries: Sequence[_Entry]) -> None:
         if not entries:
@@ -390,11 +402,16 @@ class Archive:
     async def _write(self, client: Any, batch: list[_Entry]) -> None:
         head = batch[0]
         if isinstance(head, _Delete):
+            where = f"`{head.column}` = {{value:String}}"
+            parameters: dict[str, Any] = {"value": head.value}
+            if head.until is not None:
+                where += " AND archived_at <= {until:DateTime64(6)}"
+                parameters["until"] = head.until
             for table in head.tables:
                 await client.command(
                     f"ALTER TABLE `{self.settings.database}`.`{table}` "
-                    f"DELETE WHERE `{head.column}` = {{value:String}}",
-                    parameters={"value": head.value},
+                    f"DELETE WHERE {where}",
+                    parameters=parameters,
                     settings={"mutations_sync": 2},
                 )
             return
@@ -517,14 +534,21 @@ class Archive:
             ) from exc
         return list(result.result_rows)
 
-    def read_thread(self, thread_id: str) -> model.Thread:
-        """Every archived row of a thread, as `model` holds it ({} when none)."""
+    def read_thread(
+        self, thread_id: str, after: datetime | None = None
+    ) -> model.Thread:
+        """Every archived row of a thread (with `after`, only rows archived later:
+        older ones were deleted), as `model` holds it ({} when none)."""
         db = self.settings.database
+        where = "thread_id = {thread:String}"
+        parameters: dict[str, Any] = {"thread": thread_id}
+        if after is not None:
+            where += " AND archived_at > {after:DateTime64(6)}"
+            parameters["after"] = after
         parts = {
             table: self._query(
-                f"{select} FROM `{db}`.`{table}` FINAL "
-                "WHERE thread_id = {thread:String}",
-                {"thread": thread_id},
+                f"{select} FROM `{db}`.`{table}` FINAL WHERE {where}",
+                parameters,
                 table,
             )
             for table, select in C.THREAD_QUERIES.items()

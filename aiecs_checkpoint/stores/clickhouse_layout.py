@@ -285,9 +285,12 @@ def write_rows(
         )
 
 
-def thread_rows(thread_id: str, thread: model.Thread, out: Rows) -> None:
-    """Every row of a whole thread (after a history rewrite or a copy)."""
-    at, v = now(), newer()
+def thread_rows(
+    thread_id: str, thread: model.Thread, out: Rows, at: datetime | None = None
+) -> None:
+    """Every row of a whole thread (after a history rewrite or a copy), archived
+    at `at` (now by default)."""
+    at, v = at or now(), newer()
     for ns_name, ns in thread.items():
         for cid in ns.ids:
             row = ns.rows[cid]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from aiecs_checkpoint.stores import model
@@ -44,6 +45,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._threads: dict[str, model.Thread] = {}
         self._runs: dict[str, set[RunRef]] = {}
+        self._deleted: dict[str, tuple[int, float]] = {}
 
     def _namespace(self, thread_id: str, checkpoint_ns: str) -> model.Namespace:
         thread = self._threads.setdefault(thread_id, {})
@@ -205,6 +207,21 @@ class MemoryStore:
                 self._threads[thread_id] = model.clone(thread)
                 for ns in thread.values():
                     self._index(ns.rows.values())
+
+    def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
+        """Remember a deletion (the archive's restore must not undo it)."""
+        with self._lock:
+            now = time.monotonic()
+            for t in [t for t, (_, end) in self._deleted.items() if end <= now]:
+                del self._deleted[t]
+            self._deleted[thread_id] = (at_us, now + ttl_s)
+
+    def deleted_at(self, thread_id: str) -> int | None:
+        with self._lock:
+            found = self._deleted.get(thread_id)
+            if found is None or found[1] <= time.monotonic():
+                return None
+            return found[0]
 
     # -- run index -------------------------------------------------------------
 

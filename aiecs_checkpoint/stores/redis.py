@@ -370,6 +370,14 @@ class RedisOps:
         rows = [r for ns in thread.values() for r in ns.rows.values()]
         yield from self._register(thread_id, rows)
 
+    def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> Op[None]:
+        key = self.keys.thread(thread_id).gone
+        yield Call(None, [key], [str(at_us), "EX", str(ttl_s)], command="SET")
+
+    def deleted_at(self, thread_id: str) -> Op[int | None]:
+        found = yield Call(None, [self.keys.thread(thread_id).gone], [], command="GET")
+        return None if found is None else int(found)
+
     def _register(self, thread_id: str, rows: Iterable[CheckpointRow]) -> Op[None]:
         """Add a rewritten thread to the thread registry and run index."""
         now = int(time.time() * 1000)
@@ -670,6 +678,12 @@ class RedisStore(_Base):
     def import_thread(self, thread_id: str, thread: model.Thread) -> None:
         self.run(self.ops.import_thread(thread_id, thread))
 
+    def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
+        self.run(self.ops.mark_deleted(thread_id, at_us, ttl_s))
+
+    def deleted_at(self, thread_id: str) -> int | None:
+        return self.run(self.ops.deleted_at(thread_id))
+
 
 class AsyncRedisStore(_Base):
     """The async face of the Redis store: one asyncio client per event loop.
@@ -864,6 +878,12 @@ class AsyncRedisStore(_Base):
 
     async def import_thread(self, thread_id: str, thread: model.Thread) -> None:
         await self.run(self.ops.import_thread(thread_id, thread))
+
+    async def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
+        await self.run(self.ops.mark_deleted(thread_id, at_us, ttl_s))
+
+    async def deleted_at(self, thread_id: str) -> int | None:
+        return await self.run(self.ops.deleted_at(thread_id))
 
 
 __all__ = [

@@ -18,6 +18,8 @@ Redis Cluster slot and every script below is valid on a cluster):
 | `P:{T}:ep`           | hash | `ns\\0ch` -> current element-log epoch; `#gen` counter |
 | `P:{T}:epochs`       | set  | every element-log epoch of the thread                 |
 | `P:{T}:log:<epoch>`  | list | serialized elements of list values, append-only       |
+| `P:{T}:gone`         | str  | when the thread was last deleted (µs since epoch);    |
+|                      |      | kept 7 days: the archive never restores older rows    |
 | `P:threads`          | zset | thread id -> time of its last checkpoint (ms)         |
 | `P:run:{R}`          | set  | thread ids that hold checkpoints of run digest R      |
 
@@ -94,6 +96,7 @@ class ThreadKeys:
     ep: str
     epochs: str
     log_prefix: str
+    gone: str
 
     @property
     def script_keys(self) -> list[str]:
@@ -118,6 +121,7 @@ class Keys:
             ep=f"{base}:ep",
             epochs=f"{base}:epochs",
             log_prefix=f"{base}:log:",
+            gone=f"{base}:gone",
         )
 
     def run(self, run_key: str) -> str:
