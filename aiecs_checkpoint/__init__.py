@@ -14,8 +14,17 @@ from aiecs_checkpoint.errors import (
     SerializationError,
     StoreError,
     SyncCallOnEventLoopError,
+    TrackingError,
 )
 from aiecs_checkpoint.saver import ContextEngineSaver
+from aiecs_checkpoint.tracking.callbacks import ModelUsageTracker
+from aiecs_checkpoint.tracking.nodes import (
+    add_context_update,
+    aget_task_context,
+    get_task_context,
+    track_file_operation,
+    track_model_usage,
+)
 
 __version__ = "0.1.0"
 
@@ -27,8 +36,15 @@ __all__ = [
     "InvalidNamespaceError",
     "InvalidPruneStrategyError",
     "InvalidThreadIdError",
+    "ModelUsageTracker",
     "SerializationError",
     "StoreError",
     "SyncCallOnEventLoopError",
+    "TrackingError",
     "__version__",
+    "add_context_update",
+    "aget_task_context",
+    "get_task_context",
+    "track_file_operation",
+    "track_model_usage",
 ]

@@ -36,6 +36,10 @@ class StoreError(AiecsCheckpointError, ConnectionError):
     """The storage backend failed; the message names the server, never a password."""
 
 
+class TrackingError(AiecsCheckpointError, RuntimeError):
+    """A tracking helper was called outside a graph node run by ContextEngineSaver."""
+
+
 class SyncCallOnEventLoopError(AiecsCheckpointError, RuntimeError):
     """A blocking call was made on the event loop thread it would deadlock."""
 
@@ -49,4 +53,5 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "SyncCallOnEventLoopError",
+    "TrackingError",
 ]

@@ -33,6 +33,7 @@ from aiecs_checkpoint.errors import (
 from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, Known, ListKey
 from aiecs_checkpoint.stores.base import (
     EMPTY_TYPE,
+    RECORD_CHANNEL,
     CheckpointRow,
     DeltaHistory,
     ListItems,
@@ -365,7 +366,9 @@ class Decoder:
                 if row.parent_id
                 else None
             ),
-            pending_writes=self.writes(stored.writes),
+            pending_writes=self.writes(
+                [w for w in stored.writes if w.channel != RECORD_CHANNEL]
+            ),
         )
 
     def writes(self, rows: Sequence[WriteRow]) -> list[PendingWrite]:

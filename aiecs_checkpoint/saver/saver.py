@@ -33,7 +33,9 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from aiecs_checkpoint.domain.task_context import TaskContext
 from aiecs_checkpoint.engine import ContextEngine
+from aiecs_checkpoint.errors import InvalidConfigError
 from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, OmittedElement
 from aiecs_checkpoint.saver.codec import (
     Decoder,
@@ -41,6 +43,7 @@ from aiecs_checkpoint.saver.codec import (
     check_strategy,
     check_thread_id,
     config_for,
+    dumps,
     encode_put,
     encode_writes,
     list_scope,
@@ -49,17 +52,22 @@ from aiecs_checkpoint.saver.codec import (
     parse_config,
     record_lists,
 )
+from aiecs_checkpoint.saver.threads import ThreadListing
+from aiecs_checkpoint.stores import model
 from aiecs_checkpoint.stores.base import (
     AsyncHeldReads,
     Held,
     HeldReads,
     StaleListBase,
     StoredTuple,
+    WriteRow,
     run_key,
 )
+from aiecs_checkpoint.tracking import records
+from aiecs_checkpoint.tracking.sessions import SessionTracker
 
 
-class ContextEngineSaver(BaseCheckpointSaver[str]):
+class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
     """LangGraph checkpointer storing threads in a `ContextEngine`.
 
     `ContextEngineSaver()` uses the embedded in-process memory store: no server and
@@ -69,6 +77,10 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         engine: The engine to store into; a new memory-backed engine by default.
         serde: Serializer for everything stored, metadata included (for example an
             `EncryptedSerializer`, so nothing is kept in plaintext).
+        track_sessions: Keep the engine session whose id is the thread id in
+            step with each run (requests, processing time, errors, user id).
+        mirror_messages: With `track_sessions`, also append the messages of a
+            `messages` channel to the thread's conversation history, once each.
     """
 
     def __init__(
@@ -76,9 +88,19 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         engine: ContextEngine | None = None,
         *,
         serde: SerializerProtocol | None = None,
+        track_sessions: bool = False,
+        mirror_messages: bool = False,
     ) -> None:
         super().__init__(serde=serde)
         self.engine = engine if engine is not None else ContextEngine(serde=self.serde)
+        if mirror_messages and not track_sessions:
+            raise InvalidConfigError("mirror_messages=True needs track_sessions=True")
+        self._sessions = (
+            SessionTracker(self.engine, mirror_messages=mirror_messages)
+            if track_sessions
+            else None
+        )
+        self._records = records.RecordBuffer()
         self._reset_caches()
 
     def _reset_caches(self) -> None:
@@ -200,6 +222,14 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         except StaleListBase:
             plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
             assigned = store.put_checkpoint(plan.row, plan.values)
+        leftovers = self._leftover_records(plan, metadata)
+        if leftovers:
+            row = plan.row
+            store.put_writes(
+                row.thread_id, row.checkpoint_ns, row.checkpoint_id, leftovers
+            )
+        if self._sessions is not None:
+            self._sessions.on_put(config, checkpoint, metadata)
         return self._after_put(plan, assigned)
 
     async def aput(
@@ -217,7 +247,26 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         except StaleListBase:
             plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
             assigned = await store.put_checkpoint(plan.row, plan.values)
+        leftovers = self._leftover_records(plan, metadata)
+        if leftovers:
+            row = plan.row
+            await store.put_writes(
+                row.thread_id, row.checkpoint_ns, row.checkpoint_id, leftovers
+            )
+        if self._sessions is not None:
+            await self._sessions.aon_put(config, checkpoint, metadata)
         return self._after_put(plan, assigned)
+
+    def _leftover_records(
+        self, plan: PutPlan, metadata: CheckpointMetadata
+    ) -> builtins.list[WriteRow]:
+        """Records of this graph's finished steps whose tasks' writes were never
+        saved on their own (cancelled tasks, `durability="exit"`)."""
+        step = metadata.get("step")
+        if not isinstance(step, int):
+            return []
+        row = plan.row
+        return self._records.take_finished(row.thread_id, row.checkpoint_ns, step)
 
     def _after_put(self, plan: PutPlan, assigned: Mapping[str, Any]) -> RunnableConfig:
         record_lists(self._index, plan, assigned)
@@ -235,9 +284,12 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         note_written(self._index, self._cache, t, writes)
         assert t.checkpoint_id is not None
+        rows += self._records.take(t.thread_id, task_id)
         self.engine.checkpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
+        if self._sessions is not None:
+            self._sessions.on_writes(config, writes, task_id)
 
     async def aput_writes(
         self,
@@ -250,9 +302,63 @@ class ContextEngineSaver(BaseCheckpointSaver[str]):
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         note_written(self._index, self._cache, t, writes)
         assert t.checkpoint_id is not None
+        rows += self._records.take(t.thread_id, task_id)
         await self.engine.acheckpoints.put_writes(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
         )
+        if self._sessions is not None:
+            await self._sessions.aon_writes(config, writes, task_id)
+
+    # -- task records (tracking) -----------------------------------------------
+
+    def record(
+        self, kind: str, data: Mapping[str, Any], stamp: records.Stamp
+    ) -> dict[str, Any]:
+        """Buffer a record of the running task until its writes are saved.
+
+        Serialized now, so a value the serializer rejects fails in the node
+        (`SerializationError`) instead of failing the task's save later.
+        """
+        record = records.new_record(kind, data, stamp)
+        value = dumps(self.serde, record, f"{kind} record")
+        self._records.add(stamp, records.record_row(record, value, stamp.run_id))
+        return record
+
+    def _task_context(
+        self, thread_id: str, thread: model.Thread, include_unsaved: bool
+    ) -> TaskContext:
+        rows = [
+            w
+            for ns in thread.values()
+            for by_task in ns.writes.values()
+            for w in by_task.values()
+            if records.is_record(w)
+        ]
+        if include_unsaved:
+            rows += self._records.waiting(thread_id)
+        found = [self.serde.loads_typed(w.value) for w in rows]
+        return records.task_context(thread_id, found)
+
+    def get_task_context(
+        self, thread_id: str, *, include_unsaved: bool = False
+    ) -> TaskContext:
+        """The thread's TaskContext, rebuilt from what its graph nodes recorded
+        (model usage, file operations, context updates), oldest first.
+
+        `include_unsaved` adds records this process buffered for tasks whose
+        writes are not saved yet (what a node sees while it runs).
+        """
+        thread_id = check_thread_id(thread_id)
+        thread = self.engine.checkpoints.export_thread(thread_id)
+        return self._task_context(thread_id, thread, include_unsaved)
+
+    async def aget_task_context(
+        self, thread_id: str, *, include_unsaved: bool = False
+    ) -> TaskContext:
+        """Async `get_task_context`."""
+        thread_id = check_thread_id(thread_id)
+        thread = await self.engine.acheckpoints.export_thread(thread_id)
+        return self._task_context(thread_id, thread, include_unsaved)
 
     # -- get and list ----------------------------------------------------------
 

@@ -437,6 +437,10 @@ class AsyncArchivedStore:
     async def count_checkpoints(self) -> int:
         return int(await self.hot.count_checkpoints())
 
+    async def export_thread(self, thread_id: str) -> model.Thread:
+        await self._ensure([thread_id])
+        return await self.hot.export_thread(thread_id)  # type: ignore[no-any-return]
+
     async def ping(self) -> None:
         await self.hot.ping()
 

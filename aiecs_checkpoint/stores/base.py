@@ -114,6 +114,12 @@ class ListWrite:
 ValueWrite = Typed | ListWrite
 
 
+RECORD_CHANNEL = "__aiecs_record__"
+"""Channel of the pending writes that carry a task's tracking records (model usage,
+file operations, context updates). They are stored with the task's other writes
+but never handed to LangGraph; `task_path` holds the record's run digest."""
+
+
 @dataclass(frozen=True, slots=True)
 class WriteRow:
     """One pending write of a task, serialized."""
@@ -467,6 +473,9 @@ class AsyncCheckpointStore(Protocol):
     async def copy_thread(self, source: str, target: str) -> None: ...
 
     async def count_checkpoints(self) -> int: ...
+
+    async def export_thread(self, thread_id: str) -> Any:
+        """The whole thread as `stores.model.Thread` ({} when absent)."""
 
     async def ping(self) -> None:
         """Raise `StoreError` when the backend cannot be reached."""

@@ -162,12 +162,17 @@ class MemoryStore:
                 self._unindex(ns.rows.values())
 
     def delete_runs(self, run_keys: Iterable[str]) -> None:
-        """Remove the checkpoints (and their writes) of the given runs."""
+        """Remove the checkpoints (and their writes) of the given runs, and the
+        tracking records those runs left on other runs' checkpoints."""
+        keys = set(run_keys)
         with self._lock:
             doomed: dict[tuple[str, str], set[str]] = {}
-            for key in run_keys:
+            for key in keys:
                 for t, n, cid in self._runs.get(key, set()):
                     doomed.setdefault((t, n), set()).add(cid)
+            for t in {t for t, _ in doomed}:
+                for ns in self._threads[t].values():
+                    model.drop_run_records(ns, keys)
             for (t, n), cids in doomed.items():
                 self._unindex(model.delete_ids(self._threads[t][n], cids))
                 self._drop_if_empty(t, n)

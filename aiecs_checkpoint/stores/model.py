@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiecs_checkpoint.stores.base import (
+    RECORD_CHANNEL,
     CheckpointRow,
     DeltaHistory,
     ListItems,
@@ -187,12 +188,38 @@ def delete_ids(ns: Namespace, cids: set[str]) -> list[CheckpointRow]:
 
 
 def keep_latest(ns: Namespace) -> list[CheckpointRow]:
-    """Keep only the latest checkpoint (with the delta base it needs)."""
+    """Keep only the latest checkpoint (with the delta base it needs); tracking
+    records of the dropped checkpoints move onto it (pruning history keeps what
+    the thread's tasks recorded)."""
     if len(ns.ids) <= 1:
         return []
     latest = ns.rows[ns.ids[-1]]
     freeze(ns, [latest])
-    return delete_ids(ns, set(ns.ids[:-1]))
+    carried = {
+        key: w
+        for cid in ns.ids[:-1]
+        for key, w in ns.writes.get(cid, {}).items()
+        if w.channel == RECORD_CHANNEL
+    }
+    removed = delete_ids(ns, set(ns.ids[:-1]))
+    if carried:
+        ns.writes.setdefault(latest.checkpoint_id, {}).update(carried)
+    return removed
+
+
+def drop_run_records(ns: Namespace, run_keys: set[str]) -> None:
+    """Remove the tracking records of those runs (wherever they are attached:
+    a resumed run's tasks write onto the previous run's checkpoint)."""
+    for cid, by_task in list(ns.writes.items()):
+        doomed = [
+            key
+            for key, w in by_task.items()
+            if w.channel == RECORD_CHANNEL and w.task_path in run_keys
+        ]
+        for key in doomed:
+            del by_task[key]
+        if not by_task:
+            del ns.writes[cid]
 
 
 def collect_garbage(ns: Namespace) -> None:

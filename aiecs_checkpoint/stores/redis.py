@@ -350,6 +350,7 @@ class RedisOps:
 
             def change(thread: model.Thread) -> None:
                 for name, ns in list(thread.items()):
+                    model.drop_run_records(ns, wanted)
                     doomed = {c for c, r in ns.rows.items() if r.run_key in wanted}
                     if doomed:
                         model.delete_ids(ns, doomed)

@@ -1,0 +1,1 @@
+"""What graph runs record besides checkpoints: task records, sessions, messages."""
