@@ -36,6 +36,7 @@ from aiecs_checkpoint.stores.domain import (
     MetadataConflict,
     SessionChange,
     SessionRecord,
+    Tracked,
 )
 
 if TYPE_CHECKING:
@@ -340,6 +341,23 @@ class DomainAPI:
             lambda rows: C.message_row(session_id, "", message_id, blob, rows),
         )
         return True
+
+    def _conversation_blob(self, message: ConversationMessage) -> Typed:
+        """A conversation message as stored (what `add_conversation_message` stores)."""
+        return self._dump("conversation message", message.to_dict())
+
+    def _archive_tracked(
+        self, session_id: str, tracked: Tracked, blobs: Mapping[str, Typed]
+    ) -> None:
+        """Archive what one run-tracking step changed: the session, and the
+        messages it appended (`blobs` by message key), once each."""
+
+        def build(rows: C.Rows) -> None:
+            C.session_row(tracked.session, rows)
+            for message_id in tracked.appended:
+                C.message_row(session_id, "", message_id, blobs[message_id], rows)
+
+        self._archive(session_id, build)
 
     async def get_conversation_history(
         self, session_id: str, limit: int = 50

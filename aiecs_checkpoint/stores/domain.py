@@ -79,6 +79,76 @@ def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
     )
 
 
+RUNS_KEPT = 1000
+"""Run marks kept per session, the newest: a run reported again after this many
+newer runs of the same session would be counted again."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """What one saver hook reports about a run of the session's thread.
+
+    `run_key` None: not part of a run (a manual put such as `update_state`),
+    so only the activity time moves. Otherwise the first report of a key
+    counts one request (status "active"); `elapsed` is the run's processing
+    seconds so far as the reporter measured them, and only the part above what
+    the run already reported is added (the largest report wins, so repeats add
+    nothing); `failed` counts one error per key and sets status "failed".
+    """
+
+    activity_us: int
+    run_key: str | None = None
+    elapsed: float = 0.0
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunMark:
+    """What the store remembers of a run key."""
+
+    elapsed: float = 0.0
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """Result of `DomainStore.track_run`."""
+
+    session: SessionRecord
+    created: bool
+    appended: tuple[str, ...] = ()
+    """Keys of the messages this call appended (the others were there already)."""
+
+
+def apply_run(
+    record: SessionRecord, mark: RunMark | None, update: RunUpdate
+) -> tuple[SessionRecord, RunMark | None]:
+    """The session and run mark after `update` (the memory store's twin of the
+    Redis `d_track` script); the mark is None when the update names no run."""
+    if update.run_key is None:
+        return replace(record, activity_us=update.activity_us), None
+    requests = errors = 0
+    status: str | None = None
+    seconds = 0.0
+    if mark is None:
+        mark = RunMark()
+        requests, status = 1, "active"
+    if update.elapsed > mark.elapsed:
+        seconds = update.elapsed - mark.elapsed
+        mark = replace(mark, elapsed=update.elapsed)
+    if update.failed and not mark.failed:
+        errors, status = 1, "failed"
+        mark = replace(mark, failed=True)
+    change = SessionChange(
+        activity_us=update.activity_us,
+        requests=requests,
+        errors=errors,
+        processing_time=seconds,
+        status=status,
+    )
+    return apply_change(record, change), mark
+
+
 def newest(items: Sequence[Typed], limit: int) -> list[Typed]:
     """The newest `limit` items in chronological order (all when limit <= 0)."""
     return list(items[-limit:]) if limit > 0 else list(items)
@@ -125,6 +195,27 @@ class DomainStore(Protocol):
         ...
 
     def messages(self, session_id: str, limit: int) -> list[Typed]: ...
+
+    def track_run(
+        self,
+        session_id: str,
+        new: SessionRecord,
+        update: RunUpdate,
+        messages: Sequence[tuple[str, Typed]],
+        cap: int,
+    ) -> Tracked:
+        """One atomic step of run tracking (see `RunUpdate`).
+
+        Creates the session as `new` when missing, applies `update` once per
+        run key, and appends each `(message key, message)` whose key the
+        conversation has not had yet (keeping the newest `cap`; the keys are
+        remembered past the cap, so a dropped message never comes back).
+        """
+        ...
+
+    def known_message_ids(self, session_id: str, ids: Sequence[str]) -> set[str]:
+        """Which of these message keys `track_run` has appended already."""
+        ...
 
     def put_task_context(self, session_id: str, context: Typed) -> None: ...
 
@@ -177,6 +268,19 @@ class AsyncDomainStore(Protocol):
     ) -> int: ...
 
     async def messages(self, session_id: str, limit: int) -> list[Typed]: ...
+
+    async def track_run(
+        self,
+        session_id: str,
+        new: SessionRecord,
+        update: RunUpdate,
+        messages: Sequence[tuple[str, Typed]],
+        cap: int,
+    ) -> Tracked: ...
+
+    async def known_message_ids(
+        self, session_id: str, ids: Sequence[str]
+    ) -> set[str]: ...
 
     async def put_task_context(self, session_id: str, context: Typed) -> None: ...
 

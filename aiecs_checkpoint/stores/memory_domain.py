@@ -4,7 +4,8 @@ The in-process twin of `stores.redis_domain`, with the same semantics: one
 group per session id (expired and deleted together), the newest messages kept
 past the cap, atomic counter updates (one lock), and a TTL deadline per group
 checked on every access, so an expired group is invisible at once and purged
-on the next write.
+on the next write. Run tracking (`track_run`) is one step under the lock:
+session, run mark and mirrored messages change together.
 """
 
 from __future__ import annotations
@@ -12,17 +13,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiecs_checkpoint.stores.base import Typed
 from aiecs_checkpoint.stores.domain import (
+    RUNS_KEPT,
     DomainStats,
     MetadataConflict,
+    RunMark,
+    RunUpdate,
     SessionChange,
     SessionRecord,
+    Tracked,
     apply_change,
+    apply_run,
     newest,
 )
 
@@ -38,6 +44,10 @@ class _Group:
     task_context: Typed | None = None
     conversation_sessions: dict[str, Typed] = field(default_factory=dict)
     agent_messages: dict[str, deque[Typed]] = field(default_factory=dict)
+    runs: dict[str, RunMark] = field(default_factory=dict)
+    """Run marks in the order the runs were first seen (oldest dropped first)."""
+    message_ids: set[str] = field(default_factory=set)
+    """Keys of every message `track_run` appended (kept past the cap)."""
     deadline: float = float("inf")
 
     def empty(self) -> bool:
@@ -46,6 +56,8 @@ class _Group:
             and not self.conversation
             and self.task_context is None
             and not self.conversation_sessions
+            and not self.runs
+            and not self.message_ids
         )
 
 
@@ -152,6 +164,19 @@ class MemoryDomainStore:
     def messages(self, session_id: str, limit: int) -> list[Typed]:
         return self._read(session_id, lambda g: newest(list(g.conversation), limit), [])
 
+    def track_run(
+        self,
+        session_id: str,
+        new: SessionRecord,
+        update: RunUpdate,
+        messages: Sequence[tuple[str, Typed]],
+        cap: int,
+    ) -> Tracked:
+        return self._write(session_id, lambda g: _track(g, new, update, messages, cap))
+
+    def known_message_ids(self, session_id: str, ids: Sequence[str]) -> set[str]:
+        return self._read(session_id, lambda g: g.message_ids.intersection(ids), set())
+
     def put_task_context(self, session_id: str, context: Typed) -> None:
         def put(group: _Group) -> None:
             group.task_context = context
@@ -238,6 +263,33 @@ def _update(
         raise MetadataConflict(group.session.session_id)
     group.session = apply_change(group.session, change)
     return group.session
+
+
+def _track(
+    group: _Group,
+    new: SessionRecord,
+    update: RunUpdate,
+    messages: Sequence[tuple[str, Typed]],
+    cap: int,
+) -> Tracked:
+    created = group.session is None
+    key = update.run_key
+    mark = group.runs.get(key) if key is not None else None
+    record, mark = apply_run(group.session or new, mark, update)
+    group.session = record
+    if key is not None and mark is not None:
+        group.runs[key] = mark
+        while len(group.runs) > RUNS_KEPT:
+            del group.runs[next(iter(group.runs))]
+    appended: list[str] = []
+    for message_id, message in messages:
+        if message_id not in group.message_ids:
+            group.message_ids.add(message_id)
+            group.conversation.append(message)
+            appended.append(message_id)
+    while appended and len(group.conversation) > cap:
+        group.conversation.popleft()
+    return Tracked(record, created, tuple(appended))
 
 
 class InProcessDomainAsync:

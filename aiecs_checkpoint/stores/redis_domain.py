@@ -3,7 +3,8 @@
 Each operation is a generator of `Call`s (`DomainOps`), driven by the checkpoint
 store's own sync or async executor, so the domain data shares its connection
 pool, retries and typed errors. A write is one script call on a standalone
-server; on a cluster, the global indexes (other slots) follow in separate calls.
+server; on a cluster, the global indexes (other slots) follow in separate calls
+(for `track_run`, only when they would otherwise go stale; see the layout).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 from aiecs_checkpoint.stores import redis_domain_layout as D
 from aiecs_checkpoint.stores.base import Typed
 from aiecs_checkpoint.stores.domain import (
+    RUNS_KEPT,
     DomainStats,
     MetadataConflict,
+    RunUpdate,
     SessionChange,
     SessionRecord,
+    Tracked,
     newest,
 )
 from aiecs_checkpoint.stores.redis import (
@@ -199,6 +203,52 @@ class DomainOps:
     def append_message(self, session_id: str, message: Typed, cap: int) -> Op[int]:
         key = self.keys.conversation(session_id)
         return (yield from self._append(session_id, key, D.frame(message), cap, ""))
+
+    def track_run(
+        self,
+        session_id: str,
+        new: SessionRecord,
+        update: RunUpdate,
+        messages: Sequence[tuple[str, Typed]],
+        cap: int,
+    ) -> Op[Tracked]:
+        sid = session_id
+        keys = [
+            self.keys.session(sid),
+            self.keys.runs(sid),
+            self.keys.run_order(sid),
+            self.keys.conversation(sid),
+            self.keys.message_ids(sid),
+        ]
+        if not self.cluster:
+            keys += [self.keys.groups, self.keys.sessions]
+        args: list[Any] = [
+            *self._write_head(sid),
+            *D.session_fields(new, self.keys.by_user(new.user_id)),
+            update.run_key or "",
+            repr(float(update.elapsed)),
+            "1" if update.failed else "0",
+            update.activity_us,
+            RUNS_KEPT,
+            cap,
+            self.keys.status_prefix,
+            D.INDEX_SLACK_US,
+        ]
+        for message_id, message in messages:
+            args += [message_id, D.frame(message)]
+        created, flat, old, reindex, appended = yield Call("d_track", keys, args)
+        stored = D.parse_session(sid, flat)
+        assert stored is not None
+        if self.cluster and reindex:
+            yield from self._reindex_cluster(stored, text(old))
+        return Tracked(stored, bool(created), tuple(text(a) for a in appended))
+
+    def known_message_ids(self, session_id: str, ids: Sequence[str]) -> Op[set[str]]:
+        if not ids:
+            return set()
+        key = self.keys.message_ids(session_id)
+        flags = yield Call(None, [key], list(ids), command="SMISMEMBER")
+        return {i for i, flag in zip(ids, flags, strict=True) if flag}
 
     def _range(self, key: str, limit: int) -> Op[list[Typed]]:
         start = -limit if limit > 0 else 0

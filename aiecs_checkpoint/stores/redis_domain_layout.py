@@ -9,8 +9,16 @@ Cluster slot; T = a conversation-session type, percent-encoded):
 | `P:{S}:sess`             | hash | `u` user, `uk` user-index key, `st` status,       |
 |                          |      | `c`/`a` created / last activity (µs), `r`/`e`     |
 |                          |      | request / error counts, `p` processing seconds,   |
-|                          |      | `mt`/`m` metadata (serializer type and bytes)     |
+|                          |      | `mt`/`m` metadata (serializer type and bytes),    |
+|                          |      | `ia` activity last indexed by `d_track` (µs)      |
 | `P:{S}:conv`             | list | conversation messages, oldest first (serialized)  |
+| `P:{S}:convids`          | set  | message keys (id digests) run tracking appended   |
+|                          |      | to `conv` (kept past the cap: none comes twice)   |
+| `P:{S}:runs`             | hash | run key (`id:` + run id digest, or `local:` +     |
+|                          |      | random) -> processing seconds reported so far;    |
+|                          |      | `!` + run key -> 1 once the run's error counted   |
+| `P:{S}:runq`             | zset | run key -> first-seen activity (µs): the newest   |
+|                          |      | `RUNS_KEPT` runs keep their marks in `runs`       |
 | `P:{S}:tc`               | str  | task context: u32 type length, type, bytes        |
 | `P:{S}:csets`            | set  | T of every conversation session of S              |
 | `P:{S}:cs:T`             | str  | a conversation session (framed like `tc`)         |
@@ -26,6 +34,15 @@ keeping the newest. With a TTL, every write to a group gives all its keys the
 same new deadline; the global indexes (other slots) are cleaned lazily when a
 read finds a member whose group has expired. On a standalone server a write
 updates them in the same script; on a cluster in separate calls after it.
+
+Run tracking (`d_track`, one script per saver hook) creates the session when
+missing, applies a run report once per run key (`runs`/`runq`), appends the
+mirrored messages whose keys `convids` lacks, and trims `conv` to the cap, all
+in one step. On a cluster it re-indexes the session (separate calls) only when
+it was created, its status changed, or its indexed activity (`ia`) is more than
+`INDEX_SLACK_US` old: per-put reports would otherwise cost four extra calls
+each. So on a cluster, listing order and idle cleanup may see a tracked
+session's activity up to a minute late (cleanup works in hours).
 """
 
 from __future__ import annotations
@@ -39,6 +56,9 @@ from aiecs_checkpoint.stores.domain import SessionRecord
 from aiecs_checkpoint.stores.redis_layout import enc, text
 
 _U32 = struct.Struct(">I")
+
+INDEX_SLACK_US = 60_000_000
+"""On a cluster, how stale `d_track` lets a session's index scores get (µs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +75,15 @@ class DomainKeys:
 
     def conversation(self, session_id: str) -> str:
         return self.base(session_id) + "conv"
+
+    def message_ids(self, session_id: str) -> str:
+        return self.base(session_id) + "convids"
+
+    def runs(self, session_id: str) -> str:
+        return self.base(session_id) + "runs"
+
+    def run_order(self, session_id: str) -> str:
+        return self.base(session_id) + "runq"
 
     def task_context(self, session_id: str) -> str:
         return self.base(session_id) + "tc"
@@ -138,7 +167,7 @@ def parse_session(
 _COMMON = r"""
 local function touch(base, ttl)
   if ttl <= 0 then return end
-  for _, k in ipairs({'sess', 'conv', 'tc', 'csets'}) do
+  for _, k in ipairs({'sess', 'conv', 'tc', 'csets', 'convids', 'runs', 'runq'}) do
     redis.call('PEXPIRE', base .. k, ttl)
   end
   for _, t in ipairs(redis.call('SMEMBERS', base .. 'csets')) do
@@ -147,7 +176,8 @@ local function touch(base, ttl)
   end
 end
 local function group_keys(base)
-  local keys = {base .. 'sess', base .. 'conv', base .. 'tc', base .. 'csets'}
+  local keys = {base .. 'sess', base .. 'conv', base .. 'tc', base .. 'csets',
+    base .. 'convids', base .. 'runs', base .. 'runq'}
   for _, t in ipairs(redis.call('SMEMBERS', base .. 'csets')) do
     keys[#keys + 1] = base .. 'cs:' .. t
     keys[#keys + 1] = base .. 'cm:' .. t
@@ -258,6 +288,83 @@ return {n, h[1] or '', h[2] or ''}
 """
 )
 
+# KEYS: sess, runs, runq, conv, convids [, groups, sessions]
+# ARGV: base, ttl_ms, now_ms, S, the 10 `session_fields` of a new session,
+#       run key ('' for none), elapsed seconds,
+#       failed ('1'/'0'), activity, runs kept, cap, status_prefix, index slack,
+#       then (message id, framed message) pairs
+# Returns {created, HGETALL sess, status before, re-index (cluster), appended ids}
+TRACK = (
+    _COMMON
+    + r"""
+local created = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'u', ARGV[5], 'uk', ARGV[6], 'st', ARGV[7],
+    'c', ARGV[8], 'a', ARGV[9], 'r', ARGV[10], 'e', ARGV[11], 'p', ARGV[12],
+    'mt', ARGV[13], 'm', ARGV[14])
+  created = 1
+end
+local old = redis.call('HGET', KEYS[1], 'st')
+local run = ARGV[15]
+local activity = ARGV[18]
+if run ~= '' then
+  local seen = redis.call('HGET', KEYS[2], run)
+  if not seen then
+    seen = '0'
+    redis.call('HINCRBY', KEYS[1], 'r', 1)
+    redis.call('HSET', KEYS[1], 'st', 'active')
+    redis.call('HSET', KEYS[2], run, seen)
+    redis.call('ZADD', KEYS[3], activity, run)
+    local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[19])
+    if extra > 0 then
+      for _, k in ipairs(redis.call('ZRANGE', KEYS[3], 0, extra - 1)) do
+        redis.call('HDEL', KEYS[2], k, '!' .. k)
+      end
+      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
+    end
+  end
+  local elapsed = tonumber(ARGV[16])
+  if elapsed > tonumber(seen) then
+    redis.call('HINCRBYFLOAT', KEYS[1], 'p',
+      string.format('%.17g', elapsed - tonumber(seen)))
+    redis.call('HSET', KEYS[2], run, ARGV[16])
+  end
+  if ARGV[17] == '1' and redis.call('HSETNX', KEYS[2], '!' .. run, '1') == 1 then
+    redis.call('HINCRBY', KEYS[1], 'e', 1)
+    redis.call('HSET', KEYS[1], 'st', 'failed')
+  end
+end
+redis.call('HSET', KEYS[1], 'a', activity)
+local appended = {}
+for i = 23, #ARGV, 2 do
+  if redis.call('SADD', KEYS[5], ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[4], ARGV[i + 1])
+    appended[#appended + 1] = ARGV[i]
+  end
+end
+if #appended > 0 then
+  local cap = tonumber(ARGV[20])
+  if redis.call('LLEN', KEYS[4]) > cap then redis.call('LTRIM', KEYS[4], -cap, -1) end
+end
+touch(ARGV[1], tonumber(ARGV[2]))
+local new = redis.call('HGET', KEYS[1], 'st')
+local indexed = tonumber(redis.call('HGET', KEYS[1], 'ia') or '0')
+local reindex = 0
+if created == 1 or old ~= new or tonumber(activity) - indexed >= tonumber(ARGV[22]) then
+  reindex = 1
+  redis.call('HSET', KEYS[1], 'ia', activity)
+end
+if #KEYS > 5 then
+  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
+  redis.call('ZADD', KEYS[7], activity, ARGV[4])
+  redis.call('ZADD', redis.call('HGET', KEYS[1], 'uk'), activity, ARGV[4])
+  if old ~= new then redis.call('ZREM', ARGV[21] .. old, ARGV[4]) end
+  redis.call('ZADD', ARGV[21] .. new, activity, ARGV[4])
+end
+return {created, redis.call('HGETALL', KEYS[1]), old, reindex, appended}
+"""
+)
+
 # KEYS: the first group's sess key (routing)   ARGV: bases
 SESSIONS = r"""
 local out = {}
@@ -288,6 +395,7 @@ SCRIPTS = {
     "d_create": CREATE,
     "d_update": UPDATE,
     "d_append": APPEND,
+    "d_track": TRACK,
     "d_put": PUT,
     "d_delete": DELETE,
     "d_sessions": SESSIONS,
