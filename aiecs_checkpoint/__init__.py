@@ -8,6 +8,7 @@ from aiecs_checkpoint.engine import ContextEngine
 from aiecs_checkpoint.errors import (
     AiecsCheckpointError,
     InvalidConfigError,
+    InvalidCursorError,
     InvalidNamespaceError,
     InvalidPruneStrategyError,
     InvalidThreadIdError,
@@ -17,6 +18,7 @@ from aiecs_checkpoint.errors import (
     TrackingError,
 )
 from aiecs_checkpoint.saver import ContextEngineSaver
+from aiecs_checkpoint.saver.threads import ThreadInfo
 from aiecs_checkpoint.tracking.callbacks import ModelUsageTracker
 from aiecs_checkpoint.tracking.nodes import (
     add_context_update,
@@ -33,6 +35,7 @@ __all__ = [
     "ContextEngine",
     "ContextEngineSaver",
     "InvalidConfigError",
+    "InvalidCursorError",
     "InvalidNamespaceError",
     "InvalidPruneStrategyError",
     "InvalidThreadIdError",
@@ -40,6 +43,7 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "SyncCallOnEventLoopError",
+    "ThreadInfo",
     "TrackingError",
     "__version__",
     "add_context_update",

@@ -24,6 +24,10 @@ class InvalidNamespaceError(InvalidConfigError):
     """A checkpoint namespace is not a string."""
 
 
+class InvalidCursorError(InvalidConfigError):
+    """A `before` cursor of `list_threads` was not made by `list_threads`."""
+
+
 class InvalidPruneStrategyError(InvalidConfigError):
     """`prune` was called with a strategy other than keep_latest or delete."""
 
@@ -47,6 +51,7 @@ class SyncCallOnEventLoopError(AiecsCheckpointError, RuntimeError):
 __all__ = [
     "AiecsCheckpointError",
     "InvalidConfigError",
+    "InvalidCursorError",
     "InvalidNamespaceError",
     "InvalidPruneStrategyError",
     "InvalidThreadIdError",

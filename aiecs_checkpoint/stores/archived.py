@@ -22,6 +22,16 @@ any process sharing the hot store, only takes archived rows written after that
 time, so a deleted thread never comes back. Rewritten rows are archived just
 after that time. (Across processes this relies on their clocks agreeing to
 well under the time between a delete and another process's next write.)
+
+Thread listing merges two pages ordered the same way, by (activity ms, thread
+id) descending: the hot store's threads (activity: its registry / index), and
+archived threads the hot store lacks (activity: the newest `archived_at` of
+their rows, read from `context_threads`). An archived thread is left out when
+the hot store has it, when everything archived of it predates its last delete
+(`deleted_at`), or while the outbox holds rows of it (as a restore would). The
+merged page stops where the shorter-reaching page stops, so the next page
+resumes there from both sides. If the archive cannot answer, the page is the
+hot store's alone (logged, counted in `failed_reads`).
 """
 
 from __future__ import annotations
@@ -61,6 +71,42 @@ DELETED_TTL_S = 7 * 24 * 3600
 """How long the hot store remembers when a thread's history was deleted."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+Key = tuple[int, str]
+"""A thread's place in the listing: (activity ms, thread id)."""
+
+Head = tuple[int, CheckpointRow]
+"""A listed thread: its activity ms and latest row."""
+
+
+def merge_heads(
+    hot: Sequence[Head],
+    hot_resume: Key | None,
+    archived: Sequence[C.ArchivedThread],
+    archive_resume: Key | None,
+    in_hot: Sequence[tuple[CheckpointRow | None, int | None]],
+) -> tuple[builtins.list[Head], Key | None]:
+    """The hot page plus the archived threads the hot store lacks and did not
+    delete (`in_hot`: the hot store's row and deletion time of each), newest
+    first, down to where both pages reach; and the key to resume from."""
+    heads = builtins.list(hot)
+    for found, (row, deleted_us) in zip(archived, in_hot, strict=True):
+        head = found.head(deleted_us) if row is None else None
+        if head is not None:
+            heads.append((found.ms, head))
+    reached = [k for k in (hot_resume, archive_resume) if k is not None]
+    bound = max(reached) if reached else None
+    heads.sort(key=lambda h: (h[0], h[1].thread_id), reverse=True)
+    out: builtins.list[Head] = []
+    seen: set[str] = set()
+    for ms, row in heads:
+        if bound is not None and (ms, row.thread_id) < bound:
+            break
+        if row.thread_id not in seen:
+            seen.add(row.thread_id)
+            out.append((ms, row))
+    return out, bound
 
 
 def _stamp() -> tuple[int, datetime]:
@@ -117,14 +163,14 @@ class _Tiering:
 
     def replace(self, thread_id: str, thread: model.Thread, at: datetime) -> None:
         """Queue: remove the thread's rows archived up to `at`, then write
-        `thread` whole, archived just after `at`."""
+        `thread` whole (an empty one as its listing tombstones), archived just
+        after `at`."""
         self.archive.enqueue_delete(C.THREAD_TABLES, "thread_id", thread_id, at)
-        if not thread:
-            self.absent.add(thread_id)
-            return
         rows = C.Rows.empty()
         C.thread_rows(thread_id, thread, rows, at + timedelta(microseconds=1))
         self.archive.enqueue(rows, thread_id)
+        if not thread:
+            self.absent.add(thread_id)
 
     def caught_up(self) -> None:
         """Wait until the archive holds everything queued so far (`StoreError`
@@ -136,6 +182,20 @@ class _Tiering:
                 f"({archive.counters.last_error or 'still delivering'}); "
                 "nothing was deleted, try again"
             )
+
+    def archived_heads(
+        self, before: Key | None, limit: int
+    ) -> tuple[builtins.list[C.ArchivedThread], Key | None] | None:
+        """A page of archived threads, without those the outbox still holds rows
+        of, and the key it reaches; None when the archive cannot answer."""
+        try:
+            page = self.archive.thread_heads(before, limit)
+        except StoreError as exc:
+            logger.warning("listing threads without the archive: %s", exc)
+            self.archive.counters.failed_reads += 1
+            return None
+        resume = (page[-1].ms, page[-1].thread_id) if len(page) == limit else None
+        return [a for a in page if not self.archive.pending(a.thread_id)], resume
 
     def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread:
         """The archived thread, without rows archived before `deleted_us` ({}
@@ -290,6 +350,22 @@ class ArchivedStore:
     def count_checkpoints(self) -> int:
         return int(self.hot.count_checkpoints())
 
+    def thread_heads(
+        self, before: Key | None, limit: int
+    ) -> tuple[builtins.list[Head], Key | None]:
+        hot, hot_resume = self.hot.thread_heads(before, limit)
+        page = self.tier.archived_heads(before, limit)
+        if page is None:
+            return builtins.list(hot), hot_resume
+        archived, resume = page
+        in_hot = self.hot.latest_rows([a.thread_id for a in archived])
+        return merge_heads(hot, hot_resume, archived, resume, in_hot)
+
+    def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Sequence[tuple[CheckpointRow | None, int | None]]:
+        return self.hot.latest_rows(thread_ids)  # type: ignore[no-any-return]
+
     def ping(self) -> None:
         self.hot.ping()
 
@@ -436,6 +512,22 @@ class AsyncArchivedStore:
 
     async def count_checkpoints(self) -> int:
         return int(await self.hot.count_checkpoints())
+
+    async def thread_heads(
+        self, before: Key | None, limit: int
+    ) -> tuple[builtins.list[Head], Key | None]:
+        hot, hot_resume = await self.hot.thread_heads(before, limit)
+        page = await asyncio.to_thread(self.tier.archived_heads, before, limit)
+        if page is None:
+            return builtins.list(hot), hot_resume
+        archived, resume = page
+        in_hot = await self.hot.latest_rows([a.thread_id for a in archived])
+        return merge_heads(hot, hot_resume, archived, resume, in_hot)
+
+    async def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Sequence[tuple[CheckpointRow | None, int | None]]:
+        return await self.hot.latest_rows(thread_ids)  # type: ignore[no-any-return]
 
     async def export_thread(self, thread_id: str) -> model.Thread:
         await self._ensure([thread_id])

@@ -366,6 +366,24 @@ class CheckpointStore(Protocol):
 
     def copy_thread(self, source: str, target: str) -> None: ...
 
+    def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> tuple[Sequence[tuple[int, CheckpointRow]], tuple[int, str] | None]:
+        """Visit up to `limit` threads, newest activity first, strictly after
+        `before`, from the store's activity index (never a checkpoint scan).
+
+        Threads are ordered by (ms of the last checkpoint written, thread id),
+        both descending. Returns (activity ms, latest row) per thread that still
+        has a checkpoint (the root namespace's latest, else any namespace's), and
+        the key of the last thread visited to continue from (None: no more).
+        """
+
+    def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Sequence[tuple[CheckpointRow | None, int | None]]:
+        """Per thread, in one batched read: its latest row (as `thread_heads`)
+        and when its history was last deleted (µs, as `deleted_at`)."""
+
     def count_checkpoints(self) -> int: ...
 
     def export_thread(self, thread_id: str) -> Any:
@@ -472,6 +490,16 @@ class AsyncCheckpointStore(Protocol):
 
     async def copy_thread(self, source: str, target: str) -> None: ...
 
+    async def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> tuple[Sequence[tuple[int, CheckpointRow]], tuple[int, str] | None]:
+        """See `CheckpointStore.thread_heads`."""
+
+    async def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Sequence[tuple[CheckpointRow | None, int | None]]:
+        """See `CheckpointStore.latest_rows`."""
+
     async def count_checkpoints(self) -> int: ...
 
     async def export_thread(self, thread_id: str) -> Any:
@@ -539,6 +567,16 @@ class InProcessAsync:
 
     async def copy_thread(self, source: str, target: str) -> None:
         self._s.copy_thread(source, target)
+
+    async def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> tuple[Sequence[tuple[int, CheckpointRow]], tuple[int, str] | None]:
+        return self._s.thread_heads(before, limit)
+
+    async def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Sequence[tuple[CheckpointRow | None, int | None]]:
+        return self._s.latest_rows(thread_ids)
 
     async def count_checkpoints(self) -> int:
         return self._s.count_checkpoints()

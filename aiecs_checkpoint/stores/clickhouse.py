@@ -19,9 +19,9 @@ when they start, so rows written after a delete are kept). A thread's delete
 is also bounded by time (`archived_at <= until`): when another process's outbox
 delivers newer rows of the thread first, the late delete leaves them alone.
 
-Reads (restoring a thread the hot store no longer has) use a sync client with
-bound parameters (`{thread:String}`) and `FINAL`, so a re-delivered batch is
-never seen twice.
+Reads (restoring a thread the hot store no longer has, a page of the thread
+listing from `context_threads`) use a sync client with bound parameters
+(`{thread:String}`) and `FINAL`, so a re-delivered batch is never seen twice.
 """
 
 from __future__ import annotations
@@ -560,6 +560,18 @@ class Archive:
             parts[C.ITEMS],
             parts[C.WRITES],
         )
+
+    def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> list[C.ArchivedThread]:
+        """Up to `limit` archived threads after `before`, newest activity first
+        (the newest `archived_at` of the thread's rows, then the thread id)."""
+        parameters: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            parameters.update(ms=before[0], thread=before[1])
+        sql = C.thread_heads_query(self.settings.database, before is not None)
+        rows = self._query(sql, parameters, C.THREADS)
+        return [C.archived_thread(r) for r in rows]
 
     def threads_for_runs(self, run_keys: Iterable[str]) -> list[str]:
         """Archived threads holding checkpoints of those run digests."""

@@ -18,10 +18,20 @@ times are typed columns.
 |                                  | position                                          |
 | `context_checkpoint_writes`      | thread_id, checkpoint_ns, checkpoint_id,          |
 |                                  | task_id, idx                                      |
+| `context_threads`                | thread_id, root (latest write wins)               |
 | `context_sessions`               | session_id (latest state wins)                    |
 | `context_conversations`          | session_id, stream, ts, message_id                |
 | `context_task_contexts`          | session_id (latest snapshot wins)                 |
 | `context_conversation_sessions`  | session_id, session_type                          |
+
+`context_threads` is what thread listing reads, so it never scans
+checkpoints: per thread, the row of its latest checkpoint in any namespace
+(`root` 0, written by every put) and of the root namespace (`root` 1, by root
+puts); its newest `archived_at` is the thread's activity time. A delete or
+history rewrite does not mutate it: it writes the thread's two rows again,
+with an empty `checkpoint_id` (a tombstone) where nothing is left, and the
+newest `version` wins, so a later put (newer version) outranks a delete that
+is delivered late.
 
 Pending writes follow the hot store's rules through `version`: a special
 write (idx < 0) overwrites, so it gets an increasing version; a regular write
@@ -56,13 +66,15 @@ CHECKPOINTS = "context_checkpoints"
 VALUES = "context_channel_values"
 ITEMS = "context_list_items"
 WRITES = "context_checkpoint_writes"
+THREADS = "context_threads"
 SESSIONS = "context_sessions"
 CONVERSATIONS = "context_conversations"
 TASK_CONTEXTS = "context_task_contexts"
 CONVERSATION_SESSIONS = "context_conversation_sessions"
 
 THREAD_TABLES = (CHECKPOINTS, VALUES, ITEMS, WRITES)
-"""Tables keyed by thread_id."""
+"""Tables keyed by thread_id whose rows a thread's delete removes (mutations);
+`THREADS` is superseded by newer rows instead (`thread_summary_rows`)."""
 
 SESSION_TABLES = (SESSIONS, CONVERSATIONS, TASK_CONTEXTS, CONVERSATION_SESSIONS)
 """Tables keyed by session_id."""
@@ -109,6 +121,15 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("archived_at", _TS),
         ("version", "UInt64"),
     ),
+    THREADS: (
+        ("thread_id", "String"),
+        ("root", "UInt8"),
+        ("checkpoint_ns", "String"),
+        ("checkpoint_id", "String"),
+        ("payload", "String"),
+        ("archived_at", _TS),
+        ("version", "UInt64"),
+    ),
     SESSIONS: (
         ("session_id", "String"),
         ("user_id", "String"),
@@ -149,6 +170,7 @@ ORDER_BY: dict[str, tuple[str, ...]] = {
     VALUES: ("thread_id", "checkpoint_ns", "channel", "version_key"),
     ITEMS: ("thread_id", "checkpoint_ns", "channel", "epoch", "position"),
     WRITES: ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"),
+    THREADS: ("thread_id", "root"),
     SESSIONS: ("session_id",),
     CONVERSATIONS: ("session_id", "stream", "ts", "message_id"),
     TASK_CONTEXTS: ("session_id",),
@@ -157,6 +179,7 @@ ORDER_BY: dict[str, tuple[str, ...]] = {
 
 BINARY = {name: {"payload": "bytes"} for name in COLUMNS}
 BINARY[SESSIONS] = {"metadata": "bytes"}
+BINARY[THREADS] = {"root_payload": "bytes", "any_payload": "bytes"}
 """`column_formats` reading payloads back as bytes (not text)."""
 
 
@@ -224,6 +247,7 @@ def checkpoint_rows(
 ) -> None:
     """Rows of one `put_checkpoint`: the row, its new values and new list items."""
     t, ns, at, v = row.thread_id, row.checkpoint_ns, now(), newer()
+    payload = L.pack_row(row)
     out.add(
         CHECKPOINTS,
         (
@@ -232,11 +256,13 @@ def checkpoint_rows(
             row.checkpoint_id,
             row.parent_id or "",
             row.run_key or "",
-            L.pack_row(row),
+            payload,
             at,
             v,
         ),
     )
+    for root in (0, 1) if ns == "" else (0,):
+        out.add(THREADS, (t, root, ns, row.checkpoint_id, payload, at, v))
     for channel, (version, write) in values.items():
         if isinstance(write, ListWrite):
             stored = assigned[channel]
@@ -291,6 +317,7 @@ def thread_rows(
     """Every row of a whole thread (after a history rewrite or a copy), archived
     at `at` (now by default)."""
     at, v = at or now(), newer()
+    thread_summary_rows(thread_id, thread, out, at, v)
     for ns_name, ns in thread.items():
         for cid in ns.ids:
             row = ns.rows[cid]
@@ -352,6 +379,24 @@ def thread_rows(
                 )
 
 
+def thread_summary_rows(
+    thread_id: str, thread: model.Thread, out: Rows, at: datetime, version: int
+) -> None:
+    """Both `context_threads` rows of the thread as it now is (tombstones, with
+    an empty checkpoint id, where it has no checkpoint: an empty thread is a
+    deleted one)."""
+    tips = [ns.rows[ns.ids[-1]] for ns in thread.values() if ns.ids]
+    newest = max(tips, key=lambda r: r.checkpoint_id, default=None)
+    root_ns = thread.get("")
+    root = root_ns.rows[root_ns.ids[-1]] if root_ns and root_ns.ids else None
+    for flag, head in ((0, newest), (1, root)):
+        if head is None:
+            out.add(THREADS, (thread_id, flag, "", "", b"", at, version))
+        else:
+            ns, cid, payload = head.checkpoint_ns, head.checkpoint_id, L.pack_row(head)
+            out.add(THREADS, (thread_id, flag, ns, cid, payload, at, version))
+
+
 def thread_from_rows(
     thread_id: str,
     checkpoints: Iterable[Sequence[Any]],
@@ -400,6 +445,63 @@ def _restore_epochs(ns: model.Namespace) -> None:
             if isinstance(value, ListValue):
                 ns.epochs[channel] = value.epoch
                 ns.logs.setdefault((channel, value.epoch), [])
+
+
+def thread_heads_query(database: str, after: bool) -> str:
+    """A page of archived threads by (activity ms, thread id) descending, each
+    with its latest root and any-namespace rows (empty when it has none),
+    deleted ones (tombstones) left out; `after` continues strictly after
+    ({ms:Int64}, {thread:String})."""
+    having = "HAVING any_id != '' "
+    if after:
+        having += "AND (ms, thread_id) < ({ms:Int64}, {thread:String}) "
+    return (
+        "SELECT thread_id, toUnixTimestamp64Milli(max(archived_at)) AS ms, "
+        "anyIf(checkpoint_ns, root = 1) AS root_ns, "
+        "anyIf(checkpoint_id, root = 1) AS root_id, "
+        "anyIf(payload, root = 1) AS root_payload, "
+        "toUnixTimestamp64Micro(maxIf(archived_at, root = 1)) AS root_us, "
+        "anyIf(checkpoint_ns, root = 0) AS any_ns, "
+        "anyIf(checkpoint_id, root = 0) AS any_id, "
+        "anyIf(payload, root = 0) AS any_payload, "
+        "toUnixTimestamp64Micro(maxIf(archived_at, root = 0)) AS any_us "
+        f"FROM `{database}`.`{THREADS}` FINAL GROUP BY thread_id {having}"
+        "ORDER BY ms DESC, thread_id DESC LIMIT {limit:UInt32}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedThread:
+    """One thread of an archived listing page: its activity time (ms) and its
+    latest root-namespace / any-namespace rows, each with when it was archived."""
+
+    thread_id: str
+    ms: int
+    root: tuple[CheckpointRow, int] | None
+    newest: tuple[CheckpointRow, int] | None
+
+    def head(self, deleted_us: int | None) -> CheckpointRow | None:
+        """The latest row archived after the thread's last delete (root
+        namespace first), None when every archived row predates it."""
+        for found in (self.root, self.newest):
+            if found is not None and (deleted_us is None or found[1] > deleted_us):
+                return found[0]
+        return None
+
+
+def archived_thread(r: Sequence[Any]) -> ArchivedThread:
+    """An `ArchivedThread` from a row of `thread_heads_query`."""
+    t = r[0]
+
+    def part(ns: str, cid: str, payload: bytes, us: int) -> tuple[CheckpointRow, int]:
+        return L.unpack_row(t, ns, cid, payload), int(us)
+
+    return ArchivedThread(
+        thread_id=t,
+        ms=int(r[1]),
+        root=part(*r[2:6]) if r[3] else None,
+        newest=part(*r[6:10]) if r[7] else None,
+    )
 
 
 THREAD_QUERIES = {

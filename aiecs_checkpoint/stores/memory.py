@@ -6,6 +6,12 @@ checkpoint and a checkpoint by id cost O(1) / O(log n) whatever the thread's
 length (InMemorySaver scans the whole thread). A store-wide index maps a run-id
 digest to the rows it produced, for `delete_for_runs`.
 
+Thread listing reads an activity index: `_activity` (thread -> ms of its last
+checkpoint write) and `_recent`, the same pairs as (ms, thread id) in a sorted
+list. A put, copy or import moves one entry; a delete (thread, prune, the
+last checkpoint of `delete_for_runs`) removes it; a page of threads is a bisect
+and a slice, so listing never looks at more than the threads it visits.
+
 One re-entrant lock serializes access; every operation is a few dictionary
 steps and never runs user code under the lock.
 """
@@ -16,6 +22,7 @@ import bisect
 import heapq
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
 from aiecs_checkpoint.stores import model
@@ -35,6 +42,44 @@ PAGE = 64
 RunRef = tuple[str, str, str]
 """(thread id, namespace, checkpoint id)."""
 
+_UUID_EPOCH = 0x01B21DD213814000
+"""The uuid timestamp epoch (1582-10-15) in 100 ns ticks before the Unix epoch."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def id_time_ms(checkpoint_id: str) -> int | None:
+    """When a uuid6 checkpoint id (LangGraph's) was made, in ms; else None."""
+    try:
+        u = uuid.UUID(checkpoint_id)
+    except ValueError:
+        return None
+    if u.version != 6:
+        return None
+    hi = u.int >> 64
+    return ((((hi >> 16) << 12) | (hi & 0x0FFF)) - _UUID_EPOCH) // 10_000
+
+
+def restored_activity_ms(thread: model.Thread) -> int:
+    """Activity time of a thread restored whole: its newest checkpoint id's time
+    (so a restore does not move it to the top of the listing), else now."""
+    times = [id_time_ms(ns.ids[-1]) for ns in thread.values() if ns.ids]
+    known = [t for t in times if t is not None]
+    return max(known) if known else now_ms()
+
+
+def latest_row(thread: model.Thread | None) -> CheckpointRow | None:
+    """The thread's latest checkpoint: of the root namespace, else of any."""
+    if not thread:
+        return None
+    root = thread.get("")
+    if root is not None and root.ids:
+        return root.rows[root.ids[-1]]
+    tips = [ns.rows[ns.ids[-1]] for ns in thread.values() if ns.ids]
+    return max(tips, key=lambda r: r.checkpoint_id, default=None)
+
 
 class MemoryStore:
     """Checkpoint storage in process memory; safe to share between threads."""
@@ -46,6 +91,8 @@ class MemoryStore:
         self._threads: dict[str, model.Thread] = {}
         self._runs: dict[str, set[RunRef]] = {}
         self._deleted: dict[str, tuple[int, float]] = {}
+        self._activity: dict[str, int] = {}
+        self._recent: list[tuple[int, str]] = []
 
     def _namespace(self, thread_id: str, checkpoint_ns: str) -> model.Namespace:
         thread = self._threads.setdefault(thread_id, {})
@@ -66,6 +113,7 @@ class MemoryStore:
             if replaced is not None:
                 self._unindex([replaced])
             self._index([row])
+            self._touch(row.thread_id, now_ms())
             return assigned
 
     def put_writes(
@@ -160,6 +208,7 @@ class MemoryStore:
         with self._lock:
             for ns in self._threads.pop(thread_id, {}).values():
                 self._unindex(ns.rows.values())
+            self._untrack(thread_id)
 
     def delete_runs(self, run_keys: Iterable[str]) -> None:
         """Remove the checkpoints (and their writes) of the given runs, and the
@@ -196,6 +245,7 @@ class MemoryStore:
                     src, self._threads.setdefault(target, {}), target
                 )
                 self._index(added)
+                self._touch(target, now_ms())
 
     # -- whole threads (archive restore) ----------------------------------------
 
@@ -207,11 +257,13 @@ class MemoryStore:
     def import_thread(self, thread_id: str, thread: model.Thread) -> None:
         """Replace a thread with `thread` (restoring it from the archive)."""
         with self._lock:
+            known = self._activity.get(thread_id)
             self.delete_thread(thread_id)
             if thread:
                 self._threads[thread_id] = model.clone(thread)
                 for ns in thread.values():
                     self._index(ns.rows.values())
+                self._touch(thread_id, known or restored_activity_ms(thread))
 
     def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
         """Remember a deletion (the archive's restore must not undo it)."""
@@ -251,6 +303,61 @@ class MemoryStore:
             del thread[checkpoint_ns]
             if not thread:
                 del self._threads[thread_id]
+                self._untrack(thread_id)
+
+    # -- activity index (thread listing) ---------------------------------------
+
+    def _touch(self, thread_id: str, ms: int) -> None:
+        """Record a write to the thread at `ms` (call with the lock held)."""
+        old = self._activity.get(thread_id)
+        if old == ms:
+            return
+        if old is not None:
+            self._drop_recent(old, thread_id)
+        self._activity[thread_id] = ms
+        entry = (ms, thread_id)
+        if not self._recent or self._recent[-1] < entry:
+            self._recent.append(entry)
+        else:
+            bisect.insort(self._recent, entry)
+
+    def _untrack(self, thread_id: str) -> None:
+        old = self._activity.pop(thread_id, None)
+        if old is not None:
+            self._drop_recent(old, thread_id)
+
+    def _drop_recent(self, ms: int, thread_id: str) -> None:
+        i = bisect.bisect_left(self._recent, (ms, thread_id))
+        if i < len(self._recent) and self._recent[i] == (ms, thread_id):
+            del self._recent[i]
+
+    def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> tuple[Sequence[tuple[int, CheckpointRow]], tuple[int, str] | None]:
+        """A page of threads, newest activity first, from the activity index."""
+        with self._lock:
+            hi = len(self._recent)
+            if before is not None:
+                hi = bisect.bisect_left(self._recent, before)
+            visited = self._recent[max(0, hi - limit) : hi][::-1]
+            heads: list[tuple[int, CheckpointRow]] = []
+            for ms, thread_id in visited:
+                row = latest_row(self._threads.get(thread_id))
+                if row is not None:
+                    heads.append((ms, row))
+                else:  # its data was dropped behind the store's back
+                    self._untrack(thread_id)
+        return heads, (visited[-1] if len(visited) == limit else None)
+
+    def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Sequence[tuple[CheckpointRow | None, int | None]]:
+        """Per thread: its latest row and when it was last deleted (µs)."""
+        with self._lock:
+            return [
+                (latest_row(self._threads.get(t)), self.deleted_at(t))
+                for t in thread_ids
+            ]
 
     def ping(self) -> None:
         """The memory store is always reachable."""

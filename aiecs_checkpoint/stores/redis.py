@@ -9,8 +9,10 @@ Reads take what the reader already holds decoded (`get_held`, `list_held`) and
 leave those list elements out, so a get costs what changed since the last one.
 History rewrites (prune, delete_for_runs, copy_thread) load the thread, apply
 the same functions as the memory store (`stores.model`) and write it back with
-an optimistic generation check. The key layout is documented in
-`stores.redis_layout`.
+an optimistic generation check. A page of the thread listing is one registry
+call plus one call for the latest rows of the page's threads (one per thread
+on a Cluster, where each thread has its own slot). The key layout is
+documented in `stores.redis_layout`.
 
 Errors: a failing call is retried briefly with backoff, then raises
 `StoreError` naming the server (never the password); the next call reconnects.
@@ -36,7 +38,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import ormsgpack
 
@@ -60,6 +62,7 @@ from aiecs_checkpoint.stores.base import (
     ordered_writes,
     walk_delta_history,
 )
+from aiecs_checkpoint.stores.memory import restored_activity_ms
 
 try:
     import redis
@@ -224,6 +227,52 @@ class RedisOps:
         )
         return [L.text(t) for t in reply]
 
+    # -- thread listing: a registry page, then the page's latest rows ---------------
+
+    def recent_threads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> Op[list[tuple[int, str]]]:
+        """Up to `limit` registry entries after `before`, newest first."""
+        ms, thread = ("", "") if before is None else (str(before[0]), before[1])
+        reply = yield Call("recent", [self.keys.threads], [ms, thread, limit])
+        return [
+            (int(float(L.text(reply[i + 1]))), L.text(reply[i]))
+            for i in range(0, len(reply), 2)
+        ]
+
+    def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Op[list[tuple[CheckpointRow | None, int | None]]]:
+        """Latest row and deletion time per thread: one call (one per thread on
+        a Cluster). Standalone, a registered thread found empty is unregistered."""
+        groups = [[t] for t in thread_ids] if self.s.cluster else [list(thread_ids)]
+        out: list[tuple[CheckpointRow | None, int | None]] = []
+        for group in groups:
+            if not group:
+                continue
+            keys: list[str] = []
+            for t in group:
+                tk = self.keys.thread(t)
+                keys += [tk.ids, tk.order, tk.cp, tk.gone]
+            if not self.s.cluster:
+                keys.append(self.keys.threads)
+            reply = yield Call("heads", keys, list(group))
+            for t, (mem, row, gone) in zip(group, reply, strict=True):
+                out.append((_head_row(t, mem, row), int(gone) if gone else None))
+        return out
+
+    def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> Op[tuple[list[tuple[int, CheckpointRow]], tuple[int, str] | None]]:
+        entries = yield from self.recent_threads(before, limit)
+        found = yield from self.latest_rows([t for _, t in entries])
+        heads = [
+            (ms, row)
+            for (ms, _), (row, _) in zip(entries, found, strict=True)
+            if row is not None
+        ]
+        return heads, (entries[-1] if len(entries) == limit else None)
+
     # -- delta history: one call per page of ancestors ------------------------------
 
     def delta_history(
@@ -304,9 +353,24 @@ class RedisOps:
         self, thread_id: str, thread: model.Thread, gen: int | None
     ) -> Op[bool]:
         tk = self.keys.thread(thread_id)
+        keys = self._thread_keys(thread_id, registry=True)
         args = ["" if gen is None else gen, self.s.ttl_ms, tk.log_prefix]
-        reply = yield Call("replace", tk.script_keys, [*args, L.dump_thread(thread)])
-        return L.text(reply) != "conflict"
+        dump = L.dump_thread(thread)
+        reply = yield Call("replace", keys, [*args, dump, thread_id])
+        if L.text(reply) == "conflict":
+            return False
+        if not thread and self.s.cluster:
+            yield from self._unregister_cluster(thread_id)
+        return True
+
+    def _unregister_cluster(self, thread_id: str) -> Op[None]:
+        """Take an emptied thread out of the registry (another slot); a put that
+        raced in meanwhile is registered again."""
+        yield Call(None, [self.keys.threads], [thread_id], command="ZREM")
+        tk = self.keys.thread(thread_id)
+        if (yield Call(None, [tk.ids], [], command="EXISTS")):
+            now = int(time.time() * 1000)
+            yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
 
     def _rewrite(
         self, thread_id: str, change: Callable[[model.Thread], None]
@@ -366,10 +430,12 @@ class RedisOps:
         return thread
 
     def import_thread(self, thread_id: str, thread: model.Thread) -> Op[None]:
-        """Replace a thread with `thread` (restoring it from the archive)."""
+        """Replace a thread with `thread` (restoring it from the archive); it
+        keeps its place in the registry, or takes its newest checkpoint's."""
         yield from self._replace(thread_id, thread, None)
-        rows = [r for ns in thread.values() for r in ns.rows.values()]
-        yield from self._register(thread_id, rows)
+        if thread:
+            rows = [r for ns in thread.values() for r in ns.rows.values()]
+            yield from self._register(thread_id, rows, restored_activity_ms(thread))
 
     def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> Op[None]:
         key = self.keys.thread(thread_id).gone
@@ -379,10 +445,20 @@ class RedisOps:
         found = yield Call(None, [self.keys.thread(thread_id).gone], [], command="GET")
         return None if found is None else int(found)
 
-    def _register(self, thread_id: str, rows: Iterable[CheckpointRow]) -> Op[None]:
-        """Add a rewritten thread to the thread registry and run index."""
-        now = int(time.time() * 1000)
-        yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
+    def _register(
+        self,
+        thread_id: str,
+        rows: Iterable[CheckpointRow],
+        restored_ms: int | None = None,
+    ) -> Op[None]:
+        """Add a rewritten thread to the thread registry and run index: now, or
+        (`restored_ms`) only when it is not registered yet."""
+        if restored_ms is None:
+            now = int(time.time() * 1000)
+            yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
+        else:
+            args = ["NX", restored_ms, thread_id]
+            yield Call(None, [self.keys.threads], args, command="ZADD")
         for run_key in {r.run_key for r in rows if r.run_key}:
             yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")
 
@@ -410,6 +486,14 @@ class RedisOps:
             if len(threads) < 500:
                 return total
             cursor += 500
+
+
+def _head_row(thread_id: str, mem: Any, blob: Any) -> CheckpointRow | None:
+    """A thread's latest row from the heads script (None when it has none)."""
+    if not blob:
+        return None
+    ns_enc, _, cid = L.text(mem).partition("\0")
+    return L.unpack_row(thread_id, unquote(ns_enc), cid, blob)
 
 
 def _as_list(value: Any) -> ListValue:
@@ -673,6 +757,16 @@ class RedisStore(_Base):
     def count_checkpoints(self) -> int:
         return self.run(self.ops.count_checkpoints())
 
+    def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> tuple[builtins.list[tuple[int, CheckpointRow]], tuple[int, str] | None]:
+        return self.run(self.ops.thread_heads(before, limit))
+
+    def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> builtins.list[tuple[CheckpointRow | None, int | None]]:
+        return self.run(self.ops.latest_rows(thread_ids))
+
     def export_thread(self, thread_id: str) -> model.Thread:
         return self.run(self.ops.export_thread(thread_id))
 
@@ -873,6 +967,16 @@ class AsyncRedisStore(_Base):
 
     async def count_checkpoints(self) -> int:
         return await self.run(self.ops.count_checkpoints())
+
+    async def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> tuple[builtins.list[tuple[int, CheckpointRow]], tuple[int, str] | None]:
+        return await self.run(self.ops.thread_heads(before, limit))
+
+    async def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> builtins.list[tuple[CheckpointRow | None, int | None]]:
+        return await self.run(self.ops.latest_rows(thread_ids))
 
     async def export_thread(self, thread_id: str) -> model.Thread:
         return await self.run(self.ops.export_thread(thread_id))

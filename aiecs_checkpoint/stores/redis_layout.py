@@ -21,6 +21,11 @@ Redis Cluster slot and every script below is valid on a cluster):
 | `P:{T}:gone`         | str  | when the thread was last deleted (µs since epoch);    |
 |                      |      | kept 7 days: the archive never restores older rows    |
 | `P:threads`          | zset | thread id -> time of its last checkpoint (ms)         |
+|                      |      | (copy: the copy's time; restore: the original's, else |
+|                      |      | the newest checkpoint id's); a thread leaves it when  |
+|                      |      | deleted or emptied. Thread listing pages it by        |
+|                      |      | (score, id) descending (`RECENT`), then reads each    |
+|                      |      | listed thread's latest row and `gone` (`HEADS`)       |
 | `P:run:{R}`          | set  | thread ids that hold checkpoints of run digest R      |
 
 (`ns` and `ch` are percent-encoded too.) Values are the serializer's bytes: no
@@ -760,10 +765,75 @@ end
 if #d[1] > 0 then
   redis.call('HSET', KEYS[6], '#gen', gen + 1)
   touch(tonumber(ARGV[2]), ARGV[3])
+elseif KEYS[8] then
+  redis.call('ZREM', KEYS[8], ARGV[5])
 end
 return #d[1]
 """
 )
+
+RECENT = r"""
+local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local out = {}
+local top = '+inf'
+if ms ~= '' then
+  local below = false
+  for _, m in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[1], ms, ms)) do
+    if #out >= 2 * limit then break end
+    below = below or less(m, thread)
+    if below then
+      out[#out + 1] = m
+      out[#out + 1] = ms
+    end
+  end
+  top = '(' .. ms
+end
+if #out < 2 * limit then
+  local rest = redis.call('ZREVRANGEBYSCORE', KEYS[1], top, '-inf', 'WITHSCORES',
+                          'LIMIT', 0, limit - #out / 2)
+  for _, x in ipairs(rest) do out[#out + 1] = x end
+end
+return out
+"""
+"""A page of the thread registry after the key (ARGV[1] ms, ARGV[2] thread id):
+by score, then member bytes, descending; flat [thread, score, ...]."""
+
+HEADS = r"""
+local registry = KEYS[4 * #ARGV + 1]
+local out = {}
+for t = 1, #ARGV do
+  local ids, order, cp, gone = KEYS[4 * t - 3], KEYS[4 * t - 2], KEYS[4 * t - 1],
+                               KEYS[4 * t]
+  local mem = ''
+  local r = redis.call('ZREVRANGEBYLEX', ids, '(\1', '(\0', 'LIMIT', 0, 1)
+  if #r > 0 then
+    mem = r[1]
+  else
+    local o = redis.call('ZREVRANGEBYLEX', order, '+', '-', 'LIMIT', 0, 1)
+    if #o > 0 then
+      local sep = string.find(o[1], '\0', 1, true)
+      mem = string.sub(o[1], sep + 1) .. '\0' .. string.sub(o[1], 1, sep - 1)
+    end
+  end
+  local row = ''
+  if mem ~= '' then row = redis.call('HGET', cp, mem) or '' end
+  if row == '' and registry then redis.call('ZREM', registry, ARGV[t]) end
+  out[t] = {mem, row, redis.call('GET', gone) or ''}
+end
+return out
+"""
+"""Per thread (ARGV: thread ids; KEYS: ids, order, cp, gone of each): its latest
+member and row (root namespace, else the newest of any namespace) and `gone`.
+Given the registry as a last key (standalone), a thread without rows leaves it
+(atomically: a put re-adds it in its own script)."""
 
 DELETE = r"""
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
@@ -784,4 +854,6 @@ SCRIPTS = {
     "dump": DUMP,
     "replace": REPLACE,
     "delete": DELETE,
+    "recent": RECENT,
+    "heads": HEADS,
 }
