@@ -338,7 +338,7 @@ def test_wrong_password_is_reported_once_and_graphs_still_run(
     assert len(failures) == 1
 
 
-def test_delete_for_runs_refuses_while_the_archive_is_behind_and_deletes_nothing() -> (
+def test_delete_for_runs_refuses_while_the_archive_is_down_and_deletes_nothing() -> (
     None
 ):
     settings = archive_settings(password="wrong", close_timeout=0.5)
@@ -346,11 +346,31 @@ def test_delete_for_runs_refuses_while_the_archive_is_behind_and_deletes_nothing
     with ContextEngineSaver(engine) as saver:
         runs = _three_runs(saver, "kept")
         before = [t.checkpoint["id"] for t in saver.list(_cfg("kept"))]
-        with pytest.raises(StoreError, match="behind"):
+        with pytest.raises(StoreError, match="ClickHouse archive"):
             saver.delete_for_runs([runs[0]])
         assert [t.checkpoint["id"] for t in saver.list(_cfg("kept"))] == before
         assert engine.archive is not None
         engine.archive.close(0.1)
+
+
+def test_delete_for_runs_finds_runs_still_queued_in_the_outbox() -> None:
+    settings = archive_settings(flush_interval=600.0)
+    engine = ContextEngine(archive=settings)
+    archive = engine.archive
+    assert archive is not None
+    with ContextEngineSaver(engine) as saver:
+        runs = _three_runs(saver, "queued")
+        assert archive.metrics()["queued"] > 0  # nothing delivered yet
+        saver.delete_for_runs([runs[0]])
+        assert archive.flush(10)
+        kept = [t.checkpoint["id"] for t in saver.list(_cfg("queued"))]
+        assert _count(settings, C.CHECKPOINTS, "queued") == len(kept)
+        engine.checkpoints.hot.delete_thread("queued")  # type: ignore[attr-defined]
+        restored = [t.checkpoint["id"] for t in saver.list(_cfg("queued"))]
+        assert restored == kept
+        assert all(
+            t.metadata.get("run_id") != runs[0] for t in saver.list(_cfg("queued"))
+        )
 
 
 def test_archive_settings_come_from_the_seed_variables() -> None:

@@ -53,7 +53,6 @@ from aiecs_checkpoint.saver.codec import (
     record_lists,
 )
 from aiecs_checkpoint.saver.threads import ThreadListing
-from aiecs_checkpoint.stores import model
 from aiecs_checkpoint.stores.base import (
     AsyncHeldReads,
     Held,
@@ -325,15 +324,8 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         return record
 
     def _task_context(
-        self, thread_id: str, thread: model.Thread, include_unsaved: bool
+        self, thread_id: str, rows: builtins.list[WriteRow], include_unsaved: bool
     ) -> TaskContext:
-        rows = [
-            w
-            for ns in thread.values()
-            for by_task in ns.writes.values()
-            for w in by_task.values()
-            if records.is_record(w)
-        ]
         if include_unsaved:
             rows += self._records.waiting(thread_id)
         found = [self.serde.loads_typed(w.value) for w in rows]
@@ -349,16 +341,16 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         writes are not saved yet (what a node sees while it runs).
         """
         thread_id = check_thread_id(thread_id)
-        thread = self.engine.checkpoints.export_thread(thread_id)
-        return self._task_context(thread_id, thread, include_unsaved)
+        rows = self.engine.checkpoints.thread_records(thread_id)
+        return self._task_context(thread_id, rows, include_unsaved)
 
     async def aget_task_context(
         self, thread_id: str, *, include_unsaved: bool = False
     ) -> TaskContext:
         """Async `get_task_context`."""
         thread_id = check_thread_id(thread_id)
-        thread = await self.engine.acheckpoints.export_thread(thread_id)
-        return self._task_context(thread_id, thread, include_unsaved)
+        rows = await self.engine.acheckpoints.thread_records(thread_id)
+        return self._task_context(thread_id, rows, include_unsaved)
 
     # -- get and list ----------------------------------------------------------
 

@@ -10,10 +10,12 @@ the archive are remembered briefly, so a new thread costs one archive query.
 
 History rewrites (prune, delete_for_runs, copy_thread) restore what they need,
 run on the hot store, then replace the thread's archived rows with the result:
-deleted means deleted in both tiers. `delete_for_runs` first waits until the
-outbox has delivered everything queued before it, then asks the archive which
-threads hold those runs; it raises `StoreError` when the archive cannot answer
-(or is too far behind), rather than leave archived checkpoints behind.
+deleted means deleted in both tiers. `delete_for_runs` finds the threads that
+hold those runs in the outbox, then in ClickHouse (in that order, so a row
+delivered meanwhile is not missed); it raises `StoreError` when the archive
+cannot answer, rather than leave archived checkpoints behind. A rewrite raises
+`StoreError` too, changing nothing, for a thread the hot store lost while this
+process still queues rows of it (the archive's copy is not complete yet).
 
 A delete reaches the archive later than the hot store (one flush interval, or
 an outage's length), so before a thread's history is deleted or rewritten the
@@ -172,16 +174,13 @@ class _Tiering:
         if not thread:
             self.absent.add(thread_id)
 
-    def caught_up(self) -> None:
-        """Wait until the archive holds everything queued so far (`StoreError`
-        when it cannot within `close_timeout`)."""
-        archive = self.archive
-        if not archive.flush(archive.settings.close_timeout):
-            raise StoreError(
-                f"ClickHouse archive at {archive.settings.server} is behind "
-                f"({archive.counters.last_error or 'still delivering'}); "
-                "nothing was deleted, try again"
-            )
+    def threads_for_runs(self, run_keys: Sequence[str]) -> builtins.list[str]:
+        """Threads with checkpoints of those runs in the archive or on their way
+        there (`StoreError` when the archive cannot answer). The outbox is read
+        first: a row delivered meanwhile is then already in ClickHouse."""
+        queued = self.archive.queued_threads_for_runs(run_keys)
+        found = self.archive.threads_for_runs(run_keys)
+        return list(dict.fromkeys(queued + found))
 
     def archived_heads(
         self, before: Key | None, limit: int
@@ -197,17 +196,17 @@ class _Tiering:
         resume = (page[-1].ms, page[-1].thread_id) if len(page) == limit else None
         return [a for a in page if not self.archive.pending(a.thread_id)], resume
 
-    def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread:
-        """The archived thread, without rows archived before `deleted_us` ({}
-        when absent or the archive is unavailable)."""
+    def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread | None:
+        """The archived thread, without rows archived before `deleted_us`: {}
+        when absent or the archive is unavailable, None when this process still
+        queues rows of a thread it never deleted (what ClickHouse holds is stale
+        and cannot be restored yet)."""
         if thread_id in self.absent:
             return {}
         if self.archive.pending(thread_id):
             self.archive.flush(PENDING_FLUSH_S)
             if self.archive.pending(thread_id):
-                # The archive is behind this process's own writes or deletes of
-                # the thread: what it holds is stale, so it must not be restored.
-                return {}
+                return {} if deleted_us is not None else None
         after = None
         if deleted_us is not None:
             after = _EPOCH + timedelta(microseconds=deleted_us)
@@ -226,6 +225,14 @@ class _Tiering:
         return thread
 
 
+def _behind(thread_id: str) -> StoreError:
+    return StoreError(
+        f"thread {thread_id!r} is not in the hot store and the archive has not "
+        "caught up with this process's writes of it yet; nothing was changed, "
+        "try again"
+    )
+
+
 class ArchivedStore:
     """Sync face: a `CheckpointStore` over a hot store plus the archive."""
 
@@ -234,10 +241,12 @@ class ArchivedStore:
         self.tier = _Tiering(archive)
         self.backend = hot.backend
 
-    def _restore(self, thread_id: str) -> bool:
+    def _restore(self, thread_id: str, strict: bool = False) -> bool:
         if thread_id in self.tier.absent:
             return False
         thread = self.tier.fetch(thread_id, self.hot.deleted_at(thread_id))
+        if thread is None and strict:
+            raise _behind(thread_id)
         if thread:
             self.hot.import_thread(thread_id, thread)
         return bool(thread)
@@ -311,10 +320,11 @@ class ArchivedStore:
         self.tier.replace(thread_id, {}, at)
 
     def _ensure(self, thread_ids: Iterable[str]) -> builtins.list[str]:
+        """Restore what a history rewrite needs (`StoreError` when it cannot)."""
         ids = list(dict.fromkeys(thread_ids))
         for t in ids:
             if self._absent(t):
-                self._restore(t)
+                self._restore(t, strict=True)
         return ids
 
     def _marked(self, thread_ids: Iterable[str]) -> tuple[builtins.list[str], datetime]:
@@ -331,8 +341,7 @@ class ArchivedStore:
 
     def delete_runs(self, run_keys: Iterable[str]) -> None:
         keys = list(run_keys)
-        self.tier.caught_up()
-        threads, at = self._marked(self.tier.archive.threads_for_runs(keys))
+        threads, at = self._marked(self.tier.threads_for_runs(keys))
         self.hot.delete_runs(keys)
         self._rearchive(threads, at)
 
@@ -373,6 +382,11 @@ class ArchivedStore:
         self._ensure([thread_id])
         return self.hot.export_thread(thread_id)  # type: ignore[no-any-return]
 
+    def thread_records(self, thread_id: str) -> builtins.list[WriteRow]:
+        if self._absent(thread_id):
+            self._restore(thread_id)
+        return self.hot.thread_records(thread_id)  # type: ignore[no-any-return]
+
     def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> None:
         self.hot.mark_deleted(thread_id, at_us, ttl_s)
 
@@ -388,11 +402,13 @@ class AsyncArchivedStore:
         self.hot = hot
         self.tier = tier
 
-    async def _restore(self, thread_id: str) -> bool:
+    async def _restore(self, thread_id: str, strict: bool = False) -> bool:
         if thread_id in self.tier.absent:
             return False
         deleted_us = await self.hot.deleted_at(thread_id)
         thread = await asyncio.to_thread(self.tier.fetch, thread_id, deleted_us)
+        if thread is None and strict:
+            raise _behind(thread_id)
         if thread:
             await self.hot.import_thread(thread_id, thread)
         return bool(thread)
@@ -475,7 +491,7 @@ class AsyncArchivedStore:
         ids = list(dict.fromkeys(thread_ids))
         for t in ids:
             if await self._absent(t):
-                await self._restore(t)
+                await self._restore(t, strict=True)
         return ids
 
     async def _marked(
@@ -493,8 +509,7 @@ class AsyncArchivedStore:
 
     async def delete_runs(self, run_keys: Iterable[str]) -> None:
         keys = list(run_keys)
-        await asyncio.to_thread(self.tier.caught_up)
-        found = await asyncio.to_thread(self.tier.archive.threads_for_runs, keys)
+        found = await asyncio.to_thread(self.tier.threads_for_runs, keys)
         threads, at = await self._marked(found)
         await self.hot.delete_runs(keys)
         await self._rearchive(threads, at)
@@ -532,6 +547,11 @@ class AsyncArchivedStore:
     async def export_thread(self, thread_id: str) -> model.Thread:
         await self._ensure([thread_id])
         return await self.hot.export_thread(thread_id)  # type: ignore[no-any-return]
+
+    async def thread_records(self, thread_id: str) -> builtins.list[WriteRow]:
+        if await self._absent(thread_id):
+            await self._restore(thread_id)
+        return await self.hot.thread_records(thread_id)  # type: ignore[no-any-return]
 
     async def ping(self) -> None:
         await self.hot.ping()

@@ -26,6 +26,7 @@ The storage model, shared by every store:
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import (
     AsyncIterator,
@@ -389,6 +390,11 @@ class CheckpointStore(Protocol):
     def export_thread(self, thread_id: str) -> Any:
         """The whole thread as `stores.model.Thread` ({} when absent)."""
 
+    def thread_records(self, thread_id: str) -> builtins.list[WriteRow]:
+        """Every tracking record write (`RECORD_CHANNEL`) of the thread: its
+        writes only, never its values."""
+        ...
+
     def import_thread(self, thread_id: str, thread: Any) -> None:
         """Replace the thread with a `stores.model.Thread` (archive restore)."""
 
@@ -505,6 +511,8 @@ class AsyncCheckpointStore(Protocol):
     async def export_thread(self, thread_id: str) -> Any:
         """The whole thread as `stores.model.Thread` ({} when absent)."""
 
+    async def thread_records(self, thread_id: str) -> builtins.list[WriteRow]: ...
+
     async def ping(self) -> None:
         """Raise `StoreError` when the backend cannot be reached."""
 
@@ -583,6 +591,9 @@ class InProcessAsync:
 
     async def export_thread(self, thread_id: str) -> Any:
         return self._s.export_thread(thread_id)
+
+    async def thread_records(self, thread_id: str) -> builtins.list[WriteRow]:
+        return self._s.thread_records(thread_id)
 
     async def import_thread(self, thread_id: str, thread: Any) -> None:
         self._s.import_thread(thread_id, thread)

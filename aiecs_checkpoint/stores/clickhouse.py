@@ -189,6 +189,7 @@ class Archive:
         self._reported: str | None = None
         self._reader_down_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch_last = 0
         self._wake: asyncio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -272,7 +273,9 @@ class Archive:
                 self._queue.append((self._seq, entry))
                 self._pending[entry.key] = self._pending.get(entry.key, 0) + 1
             self.counters.enqueued += len(entries)
-            if len(self._queue) >= s.batch_size:
+            if len(self._queue) - len(entries) < s.batch_size <= len(self._queue):
+                # Wake once, when a batch fills up: a wake per put would keep
+                # the worker's loop reading its self-pipe instead of writing.
                 self._wake_worker()
 
     def _forget(self, entry: _Entry) -> None:
@@ -358,7 +361,7 @@ class Archive:
                     delay = min(delay * 2, 5.0)
                     continue
                 delay = 0.1
-                self._succeeded(len(batch))
+                self._succeeded()
         finally:
             with self._cond:
                 self._loop = self._wake = None
@@ -384,15 +387,18 @@ class Archive:
             return None, max(s.flush_interval - age, 0.001)
 
     def _peek(self) -> list[_Entry]:
-        """The head batch: one delete, or up to `batch_size` inserts."""
-        head = self._queue[0][1]
+        """The head batch: one delete, or up to `batch_size` inserts (call with
+        `_cond` held; remembers the batch's last sequence number)."""
+        seq, head = self._queue[0]
+        self._batch_last = seq
         if isinstance(head, _Delete):
             return [head]
         batch: list[_Entry] = []
-        for _, entry in self._queue:
+        for seq, entry in self._queue:
             if isinstance(entry, _Delete) or len(batch) >= self.settings.batch_size:
                 break
             batch.append(entry)
+            self._batch_last = seq
         return batch
 
     async def _create_tables(self, client: Any) -> None:
@@ -442,14 +448,16 @@ class Archive:
                 message,
             )
 
-    def _succeeded(self, n: int) -> None:
+    def _succeeded(self) -> None:
+        """Remove the delivered batch (by sequence number: `drop_oldest` may have
+        removed some of its entries from the head meanwhile)."""
         with self._cond:
-            for _ in range(n):
+            while self._queue and self._queue[0][0] <= self._batch_last:
                 _, entry = self._queue.popleft()
                 self._forget(entry)
+                self._done += 1
                 if isinstance(entry, _Insert):
                     self.counters.written += 1
-            self._done += n
             self._reader_down_until = 0.0
             if self._queue:
                 self._first_at = time.monotonic()
@@ -572,6 +580,21 @@ class Archive:
         sql = C.thread_heads_query(self.settings.database, before is not None)
         rows = self._query(sql, parameters, C.THREADS)
         return [C.archived_thread(r) for r in rows]
+
+    def queued_threads_for_runs(self, run_keys: Iterable[str]) -> list[str]:
+        """Threads whose outbox holds checkpoint rows of those run digests."""
+        keys = set(run_keys)
+        if not keys:
+            return []
+        with self._cond:
+            found = {
+                entry.key
+                for _, entry in self._queue
+                if isinstance(entry, _Insert)
+                and entry.table == C.CHECKPOINTS
+                and entry.row[C.RUN_KEY_COLUMN] in keys
+            }
+        return sorted(found)
 
     def threads_for_runs(self, run_keys: Iterable[str]) -> list[str]:
         """Archived threads holding checkpoints of those run digests."""

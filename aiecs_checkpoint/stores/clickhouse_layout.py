@@ -165,6 +165,9 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
+RUN_KEY_COLUMN = [name for name, _ in COLUMNS[CHECKPOINTS]].index("run_key")
+"""Position of `run_key` in a `context_checkpoints` row."""
+
 ORDER_BY: dict[str, tuple[str, ...]] = {
     CHECKPOINTS: ("thread_id", "checkpoint_ns", "checkpoint_id"),
     VALUES: ("thread_id", "checkpoint_ns", "channel", "version_key"),

@@ -19,6 +19,7 @@ steps and never runs user code under the lock.
 from __future__ import annotations
 
 import bisect
+import builtins
 import heapq
 import threading
 import time
@@ -253,6 +254,10 @@ class MemoryStore:
         """A deep copy of a thread ({} when absent), e.g. to archive it whole."""
         with self._lock:
             return model.clone(self._threads.get(thread_id, {}))
+
+    def thread_records(self, thread_id: str) -> builtins.list[WriteRow]:
+        with self._lock:
+            return model.records(self._threads.get(thread_id, {}))
 
     def import_thread(self, thread_id: str, thread: model.Thread) -> None:
         """Replace a thread with `thread` (restoring it from the archive)."""

@@ -207,6 +207,17 @@ def keep_latest(ns: Namespace) -> list[CheckpointRow]:
     return removed
 
 
+def records(thread: Thread) -> list[WriteRow]:
+    """The tracking record writes of a thread."""
+    return [
+        w
+        for ns in thread.values()
+        for by_task in ns.writes.values()
+        for w in by_task.values()
+        if w.channel == RECORD_CHANNEL
+    ]
+
+
 def drop_run_records(ns: Namespace, run_keys: set[str]) -> None:
     """Remove the tracking records of those runs (wherever they are attached:
     a resumed run's tasks write onto the previous run's checkpoint)."""

@@ -47,6 +47,7 @@ from aiecs_checkpoint.stores import model
 from aiecs_checkpoint.stores import redis_domain_layout as DL
 from aiecs_checkpoint.stores import redis_layout as L
 from aiecs_checkpoint.stores.base import (
+    RECORD_CHANNEL,
     CheckpointRow,
     DeltaHistory,
     Held,
@@ -425,6 +426,17 @@ class RedisOps:
         for key in keys:
             yield Call(None, [self.keys.run(key)], [], command="DEL")
 
+    def thread_records(self, thread_id: str) -> Op[list[WriteRow]]:
+        """One HGETALL of the thread's writes hash (no values, no logs)."""
+        found = yield Call(None, [self.keys.thread(thread_id).w], [], command="HGETALL")
+        pairs = found.values() if isinstance(found, dict) else found[1::2]
+        return [
+            w
+            for blob in pairs
+            for w in L.unpack_writes(blob)
+            if w.channel == RECORD_CHANNEL
+        ]
+
     def export_thread(self, thread_id: str) -> Op[model.Thread]:
         thread, _ = yield from self._load(thread_id)
         return thread
@@ -770,6 +782,9 @@ class RedisStore(_Base):
     def export_thread(self, thread_id: str) -> model.Thread:
         return self.run(self.ops.export_thread(thread_id))
 
+    def thread_records(self, thread_id: str) -> builtins.list[WriteRow]:
+        return self.run(self.ops.thread_records(thread_id))
+
     def import_thread(self, thread_id: str, thread: model.Thread) -> None:
         self.run(self.ops.import_thread(thread_id, thread))
 
@@ -980,6 +995,9 @@ class AsyncRedisStore(_Base):
 
     async def export_thread(self, thread_id: str) -> model.Thread:
         return await self.run(self.ops.export_thread(thread_id))
+
+    async def thread_records(self, thread_id: str) -> builtins.list[WriteRow]:
+        return await self.run(self.ops.thread_records(thread_id))
 
     async def import_thread(self, thread_id: str, thread: model.Thread) -> None:
         await self.run(self.ops.import_thread(thread_id, thread))
