@@ -121,7 +121,7 @@ def main() -> None:
         print(f"  {op['operation']:<5} {path} (by {op['source']})")
     print("\nhistory:")
     for update in ctx.context_history:
-        stamp = update.metadata
+        stamp = update.metadata["stamp"]
         print(
             f"  step {stamp['step']} {stamp['node']:<6} {update.update_type:<14} "
             f"{update.data}"

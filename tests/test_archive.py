@@ -338,6 +338,24 @@ def test_wrong_password_is_reported_once_and_graphs_still_run(
     assert len(failures) == 1
 
 
+def test_older_rows_delivered_after_a_delete_are_never_restored() -> None:
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    a, b, settings = _two_processes(prefix)
+    with ContextEngineSaver(a) as saver_a, ContextEngineSaver(b) as saver_b:
+        _graph(saver_a).invoke({"log": []}, _cfg("late"))  # queued in a's outbox
+        saver_b.delete_thread("late")
+        assert b.archive is not None and b.archive.flush(10)
+        assert a.archive is not None and a.archive.flush(10)  # delivered late
+        assert _count(settings, C.CHECKPOINTS, "late") > 0
+        _forget_hot(b, prefix)  # the hot store's deletion mark is gone too
+        third = ContextEngine(
+            redis_url=redis_url(), key_prefix=prefix, archive=settings
+        )
+        with ContextEngineSaver(third) as saver_c:
+            assert saver_c.get_tuple(_cfg("late")) is None
+            assert list(saver_c.list(_cfg("late"))) == []
+
+
 def test_delete_for_runs_refuses_while_the_archive_is_down_and_deletes_nothing() -> (
     None
 ):

@@ -99,7 +99,7 @@ def test_each_executed_task_records_once_with_its_stamp(store: str) -> None:
             "openai",
             "chat",
         )
-        stamp = ctx.context_history[0].metadata
+        stamp = ctx.context_history[0].metadata["stamp"]
         assert stamp["thread_id"] == "t1"
         assert stamp["node"] == "plan"
         assert stamp["step"] == 1
@@ -155,9 +155,9 @@ async def test_parallel_send_tasks_and_subgraph_nodes_record_once_each(
         assert len(tasks) == 5
         inner = [u for u in ctx.context_history if u.update_type == "file_operation"]
         assert len(inner) == 1
-        assert inner[0].metadata["node"] == "inner"
-        assert inner[0].metadata["checkpoint_ns"].startswith("sub:")
-        assert "|inner:" in inner[0].metadata["checkpoint_ns"]
+        assert inner[0].metadata["stamp"]["node"] == "inner"
+        assert inner[0].metadata["stamp"]["checkpoint_ns"].startswith("sub:")
+        assert "|inner:" in inner[0].metadata["stamp"]["checkpoint_ns"]
         sync_ctx = saver.get_task_context("fan")
         assert [u.to_dict() for u in sync_ctx.context_history] == [
             u.to_dict() for u in ctx.context_history
@@ -289,7 +289,9 @@ def test_copy_prune_delete_and_delete_for_runs_follow_the_records(store: str) ->
         assert len(saver.get_task_context("copy").context_history) == 8
         saver.delete_for_runs([runs[0]])
         left = saver.get_task_context("src")
-        assert {u.metadata["run_id"] for u in left.context_history} == {runs[1]}
+        assert {u.metadata["stamp"]["run_id"] for u in left.context_history} == {
+            runs[1]
+        }
         assert len(left.context_history) == 4
         saver.delete_thread("copy")
         assert saver.get_task_context("copy").context_history == []
@@ -430,7 +432,7 @@ def test_the_callback_records_model_calls_with_their_token_usage_and_tools(
         assert len(tools) == 1
         assert tools[0].data["name"] == "lookup"
         assert tools[0].data["output"] == "sunny in Oslo"
-        assert tools[0].metadata["node"] == "tools"
+        assert tools[0].metadata["stamp"]["node"] == "tools"
 
 
 async def test_the_callback_records_a_failed_model_call_with_its_error() -> None:
@@ -526,6 +528,69 @@ def test_delete_for_runs_removes_a_resumed_runs_records_on_earlier_checkpoints(
         graph.invoke({"log": []}, cfg("runs", metadata={"run_id": first}))
         graph.invoke(Command(resume="x"), cfg("runs", metadata={"run_id": resume}))
         ctx = saver.get_task_context("runs")
-        assert [u.metadata["run_id"] for u in ctx.context_history] == [resume]
+        assert [u.metadata["stamp"]["run_id"] for u in ctx.context_history] == [resume]
         saver.delete_for_runs([resume])
         assert saver.get_task_context("runs").context_history == []
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_exit_durability_keeps_the_records_of_subgraphs_and_send_tasks(
+    store: str,
+) -> None:
+    with make_sync_saver(store) as saver:
+        fan_graph(saver).invoke({"log": []}, cfg("exit-fan"), durability="exit")
+        ctx = saver.get_task_context("exit-fan")
+        assert sorted(u["model_id"] for u in ctx.model_tracker) == [
+            "m0",
+            "m1",
+            "m2",
+            "m3",
+            "m4",
+        ]
+        assert list(ctx.file_tracker) == ["/sub/file"]
+
+
+async def test_records_of_a_cancelled_run_do_not_outlive_the_deleted_thread() -> None:
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def slow(state: State) -> dict[str, Any]:
+        track_model_usage("m", "p", "cancelled")
+        started.set()
+        await asyncio.sleep(30)
+        return {"log": ["never"]}
+
+    async def quick(state: State) -> dict[str, Any]:
+        track_model_usage("m", "p", "fresh")
+        return {"log": ["quick"]}
+
+    saver = ContextEngineSaver()
+    graphs = []
+    for node in (slow, quick):
+        g = StateGraph(State)
+        g.add_node("node", node)
+        g.add_edge(START, "node")
+        graphs.append(g.compile(checkpointer=saver))
+    run = asyncio.ensure_future(graphs[0].ainvoke({"log": []}, cfg("gone")))
+    await started.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await saver.adelete_thread("gone")
+    await graphs[1].ainvoke({"log": []}, cfg("gone"))
+    ctx = await saver.aget_task_context("gone")
+    assert [u["mode"] for u in ctx.model_tracker] == ["fresh"]
+
+
+def test_the_stamp_metadata_key_is_reserved() -> None:
+    def node(state: State) -> dict[str, Any]:
+        add_context_update("note", {}, {"stamp": "mine"})
+        return {}
+
+    g = StateGraph(State)
+    g.add_node("node", node)
+    g.add_edge(START, "node")
+    graph = g.compile(checkpointer=ContextEngineSaver())
+    with pytest.raises(ValueError, match="reserved"):
+        graph.invoke({"log": []}, cfg("stamp"))

@@ -18,6 +18,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -64,6 +65,9 @@ from aiecs_checkpoint.stores.base import (
 )
 from aiecs_checkpoint.tracking import records
 from aiecs_checkpoint.tracking.sessions import SessionTracker
+
+DURABILITY_KEY = "__pregel_durability"
+"""Where LangGraph keeps a run's durability mode in the config it passes to put."""
 
 
 class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
@@ -221,12 +225,15 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         except StaleListBase:
             plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
             assigned = store.put_checkpoint(plan.row, plan.values)
-        leftovers = self._leftover_records(plan, metadata)
+        row, leftovers = plan.row, self._leftover_records(config, plan, metadata)
         if leftovers:
-            row = plan.row
-            store.put_writes(
-                row.thread_id, row.checkpoint_ns, row.checkpoint_id, leftovers
-            )
+            with self._records_kept(row.thread_id, leftovers):
+                store.put_writes(
+                    row.thread_id,
+                    row.checkpoint_ns,
+                    row.checkpoint_id,
+                    [w.row for w in leftovers],
+                )
         if self._sessions is not None:
             self._sessions.on_put(config, checkpoint, metadata)
         return self._after_put(plan, assigned)
@@ -246,26 +253,45 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         except StaleListBase:
             plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
             assigned = await store.put_checkpoint(plan.row, plan.values)
-        leftovers = self._leftover_records(plan, metadata)
+        row, leftovers = plan.row, self._leftover_records(config, plan, metadata)
         if leftovers:
-            row = plan.row
-            await store.put_writes(
-                row.thread_id, row.checkpoint_ns, row.checkpoint_id, leftovers
-            )
+            with self._records_kept(row.thread_id, leftovers):
+                await store.put_writes(
+                    row.thread_id,
+                    row.checkpoint_ns,
+                    row.checkpoint_id,
+                    [w.row for w in leftovers],
+                )
         if self._sessions is not None:
             await self._sessions.aon_put(config, checkpoint, metadata)
         return self._after_put(plan, assigned)
 
     def _leftover_records(
-        self, plan: PutPlan, metadata: CheckpointMetadata
-    ) -> builtins.list[WriteRow]:
+        self, config: RunnableConfig, plan: PutPlan, metadata: CheckpointMetadata
+    ) -> builtins.list[records.Waiting]:
         """Records of this graph's finished steps whose tasks' writes were never
-        saved on their own (cancelled tasks, `durability="exit"`)."""
+        saved on their own (cancelled tasks); with `durability="exit"` (this is
+        the one checkpoint saved), those of its subgraphs too."""
         step = metadata.get("step")
         if not isinstance(step, int):
             return []
         row = plan.row
-        return self._records.take_finished(row.thread_id, row.checkpoint_ns, step)
+        at_exit = (config.get("configurable") or {}).get(DURABILITY_KEY) == "exit"
+        return self._records.take_finished(
+            row.thread_id, row.checkpoint_ns, step, at_exit
+        )
+
+    @contextmanager
+    def _records_kept(
+        self, thread_id: str, taken: builtins.list[records.Waiting]
+    ) -> Iterator[None]:
+        """Put taken records back in the buffer when their store call fails, so
+        they are saved with the retried call instead of lost."""
+        try:
+            yield
+        except BaseException:
+            self._records.put_back(thread_id, taken)
+            raise
 
     def _after_put(self, plan: PutPlan, assigned: Mapping[str, Any]) -> RunnableConfig:
         record_lists(self._index, plan, assigned)
@@ -283,10 +309,14 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         note_written(self._index, self._cache, t, writes)
         assert t.checkpoint_id is not None
-        rows += self._records.take(t.thread_id, task_id)
-        self.engine.checkpoints.put_writes(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
-        )
+        taken = self._records.take(t.thread_id, task_id)
+        with self._records_kept(t.thread_id, taken):
+            self.engine.checkpoints.put_writes(
+                t.thread_id,
+                t.checkpoint_ns,
+                t.checkpoint_id,
+                rows + records.rows(taken),
+            )
         if self._sessions is not None:
             self._sessions.on_writes(config, writes, task_id)
 
@@ -301,10 +331,14 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
         note_written(self._index, self._cache, t, writes)
         assert t.checkpoint_id is not None
-        rows += self._records.take(t.thread_id, task_id)
-        await self.engine.acheckpoints.put_writes(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id, rows
-        )
+        taken = self._records.take(t.thread_id, task_id)
+        with self._records_kept(t.thread_id, taken):
+            await self.engine.acheckpoints.put_writes(
+                t.thread_id,
+                t.checkpoint_ns,
+                t.checkpoint_id,
+                rows + records.rows(taken),
+            )
         if self._sessions is not None:
             await self._sessions.aon_writes(config, writes, task_id)
 
@@ -534,11 +568,13 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         """Delete every checkpoint, value and write of a thread."""
         self.engine.checkpoints.delete_thread(check_thread_id(thread_id))
         self._index.forget_thread(thread_id)
+        self._records.forget(thread_id)
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async `delete_thread`."""
         await self.engine.acheckpoints.delete_thread(check_thread_id(thread_id))
         self._index.forget_thread(thread_id)
+        self._records.forget(thread_id)
 
     @staticmethod
     def _run_keys(run_ids: Sequence[str]) -> builtins.list[str]:
@@ -550,11 +586,20 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         Surviving checkpoints that used DeltaChannel history from the deleted
         ones keep a frozen copy of it, so they still rebuild the same state.
         """
-        self.engine.checkpoints.delete_runs(self._run_keys(run_ids))
+        keys = self._run_keys(run_ids)
+        self.engine.checkpoints.delete_runs(keys)
+        self._forget_run_records(keys)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Async `delete_for_runs`."""
-        await self.engine.acheckpoints.delete_runs(self._run_keys(run_ids))
+        keys = self._run_keys(run_ids)
+        await self.engine.acheckpoints.delete_runs(keys)
+        self._forget_run_records(keys)
+
+    def _forget_run_records(self, keys: builtins.list[str]) -> None:
+        """Buffered records of deleted runs are deleted with them."""
+        for thread_id in self._records.threads():
+            self._records.forget(thread_id, set(keys))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every namespace of a thread, with full parent chains and writes."""
@@ -587,6 +632,8 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         self.engine.checkpoints.prune(threads, keep_latest)
         for t in threads:
             self._index.forget_thread(t)
+            if not keep_latest:
+                self._records.forget(t)
 
     async def aprune(
         self, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
@@ -596,6 +643,8 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         await self.engine.acheckpoints.prune(threads, keep_latest)
         for t in threads:
             self._index.forget_thread(t)
+            if not keep_latest:
+                self._records.forget(t)
 
 
 __all__ = ["ContextEngineSaver"]

@@ -169,6 +169,7 @@ class _Tiering:
         after `at`."""
         self.archive.enqueue_delete(C.THREAD_TABLES, "thread_id", thread_id, at)
         rows = C.Rows.empty()
+        C.delete_row(thread_id, at, rows)
         C.thread_rows(thread_id, thread, rows, at + timedelta(microseconds=1))
         self.archive.enqueue(rows, thread_id)
         if not thread:
@@ -199,14 +200,14 @@ class _Tiering:
     def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread | None:
         """The archived thread, without rows archived before `deleted_us`: {}
         when absent or the archive is unavailable, None when this process still
-        queues rows of a thread it never deleted (what ClickHouse holds is stale
-        and cannot be restored yet)."""
+        queues rows or deletes of it (what ClickHouse holds is stale and cannot
+        be restored yet; a thread this process emptied is in `absent`)."""
         if thread_id in self.absent:
             return {}
         if self.archive.pending(thread_id):
             self.archive.flush(PENDING_FLUSH_S)
             if self.archive.pending(thread_id):
-                return {} if deleted_us is not None else None
+                return None
         after = None
         if deleted_us is not None:
             after = _EPOCH + timedelta(microseconds=deleted_us)

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
@@ -545,14 +545,19 @@ class Archive:
     def read_thread(
         self, thread_id: str, after: datetime | None = None
     ) -> model.Thread:
-        """Every archived row of a thread (with `after`, only rows archived later:
-        older ones were deleted), as `model` holds it ({} when none)."""
+        """Every archived row of a thread archived after its last delete (the
+        later of `after` and `context_thread_deletes`), as `model` holds it ({}
+        when none)."""
         db = self.settings.database
-        where = "thread_id = {thread:String}"
-        parameters: dict[str, Any] = {"thread": thread_id}
-        if after is not None:
-            where += " AND archived_at > {after:DateTime64(6)}"
-            parameters["after"] = after
+        where = (
+            "thread_id = {thread:String} AND archived_at > greatest("
+            "{after:DateTime64(6)}, (SELECT max(deleted_at) "
+            f"FROM `{db}`.`{C.DELETES}` WHERE thread_id = {{thread:String}}))"
+        )
+        parameters: dict[str, Any] = {
+            "thread": thread_id,
+            "after": after or datetime(1970, 1, 1, tzinfo=timezone.utc),
+        }
         parts = {
             table: self._query(
                 f"{select} FROM `{db}`.`{table}` FINAL WHERE {where}",

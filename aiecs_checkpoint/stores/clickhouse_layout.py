@@ -19,6 +19,7 @@ times are typed columns.
 | `context_checkpoint_writes`      | thread_id, checkpoint_ns, checkpoint_id,          |
 |                                  | task_id, idx                                      |
 | `context_threads`                | thread_id, root (latest write wins)               |
+| `context_thread_deletes`         | thread_id (the latest delete wins)                |
 | `context_sessions`               | session_id (latest state wins)                    |
 | `context_conversations`          | session_id, stream, ts, message_id                |
 | `context_task_contexts`          | session_id (latest snapshot wins)                 |
@@ -33,6 +34,12 @@ with an empty `checkpoint_id` (a tombstone) where nothing is left, and the
 newest `version` wins, so a later put (newer version) outranks a delete that
 is delivered late.
 
+`context_thread_deletes` keeps, per thread, when its history was last deleted
+or rewritten: restores only read rows archived after it. A delete's mutation
+only removes rows that exist when it runs, so rows of the thread that another
+process's outbox delivers later, archived before the delete, stay stored but
+are never restored (and the next rewrite of the thread removes them).
+
 Pending writes follow the hot store's rules through `version`: a special
 write (idx < 0) overwrites, so it gets an increasing version; a regular write
 is first-wins, so it gets a decreasing one (`2**63 - time`).
@@ -45,7 +52,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiecs_checkpoint.stores import model
@@ -67,6 +74,7 @@ VALUES = "context_channel_values"
 ITEMS = "context_list_items"
 WRITES = "context_checkpoint_writes"
 THREADS = "context_threads"
+DELETES = "context_thread_deletes"
 SESSIONS = "context_sessions"
 CONVERSATIONS = "context_conversations"
 TASK_CONTEXTS = "context_task_contexts"
@@ -119,6 +127,11 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("idx", "Int64"),
         ("payload", "String"),
         ("archived_at", _TS),
+        ("version", "UInt64"),
+    ),
+    DELETES: (
+        ("thread_id", "String"),
+        ("deleted_at", _TS),
         ("version", "UInt64"),
     ),
     THREADS: (
@@ -174,6 +187,7 @@ ORDER_BY: dict[str, tuple[str, ...]] = {
     ITEMS: ("thread_id", "checkpoint_ns", "channel", "epoch", "position"),
     WRITES: ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"),
     THREADS: ("thread_id", "root"),
+    DELETES: ("thread_id",),
     SESSIONS: ("session_id",),
     CONVERSATIONS: ("session_id", "stream", "ts", "message_id"),
     TASK_CONTEXTS: ("session_id",),
@@ -183,6 +197,7 @@ ORDER_BY: dict[str, tuple[str, ...]] = {
 BINARY = {name: {"payload": "bytes"} for name in COLUMNS}
 BINARY[SESSIONS] = {"metadata": "bytes"}
 BINARY[THREADS] = {"root_payload": "bytes", "any_payload": "bytes"}
+BINARY[DELETES] = {}
 """`column_formats` reading payloads back as bytes (not text)."""
 
 
@@ -209,6 +224,9 @@ def create_table(database: str, table: str, cluster: str | None) -> str:
 
 def column_names(table: str) -> list[str]:
     return [name for name, _ in COLUMNS[table]]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def now() -> datetime:
@@ -380,6 +398,11 @@ def thread_rows(
                         v,
                     ),
                 )
+
+
+def delete_row(thread_id: str, at: datetime, out: Rows) -> None:
+    """The `context_thread_deletes` row of a delete or rewrite at `at`."""
+    out.add(DELETES, (thread_id, at, (at - _EPOCH) // timedelta(microseconds=1)))
 
 
 def thread_summary_rows(

@@ -24,6 +24,7 @@ import heapq
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 
 from aiecs_checkpoint.stores import model
@@ -91,7 +92,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._threads: dict[str, model.Thread] = {}
         self._runs: dict[str, set[RunRef]] = {}
-        self._deleted: dict[str, tuple[int, float]] = {}
+        self._deleted: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._activity: dict[str, int] = {}
         self._recent: list[tuple[int, str]] = []
 
@@ -274,8 +275,12 @@ class MemoryStore:
         """Remember a deletion (the archive's restore must not undo it)."""
         with self._lock:
             now = time.monotonic()
-            for t in [t for t, (_, end) in self._deleted.items() if end <= now]:
-                del self._deleted[t]
+            while self._deleted:  # oldest marks first: expire from the front
+                _, (_, end) = next(iter(self._deleted.items()))
+                if end > now:
+                    break
+                self._deleted.popitem(last=False)
+            self._deleted.pop(thread_id, None)
             self._deleted[thread_id] = (at_us, now + ttl_s)
 
     def deleted_at(self, thread_id: str) -> int | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,10 @@ logger = logging.getLogger("aiecs_checkpoint.tracking")
 
 MAX_TEXT = 2_000
 """Tool inputs and outputs are kept up to this many characters."""
+
+MAX_OPEN_CALLS = 10_000
+"""Calls started and not ended (e.g. abandoned streams) kept at most; the
+oldest are forgotten first."""
 
 
 @dataclass(slots=True)
@@ -56,7 +61,7 @@ class ModelUsageTracker(BaseCallbackHandler):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: dict[UUID, _Call] = {}
+        self._calls: OrderedDict[UUID, _Call] = OrderedDict()
         self._warned = False
 
     # -- models ----------------------------------------------------------------------
@@ -173,6 +178,8 @@ class ModelUsageTracker(BaseCallbackHandler):
             return
         with self._lock:
             self._calls[run_id] = _Call(saver, stamp, time.perf_counter(), data)
+            while len(self._calls) > MAX_OPEN_CALLS:
+                self._calls.popitem(last=False)
 
     def _pop(self, run_id: UUID) -> _Call | None:
         with self._lock:

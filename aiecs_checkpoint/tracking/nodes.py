@@ -97,6 +97,8 @@ def add_context_update(
     _check_text(update_type=update_type)
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    if metadata and "stamp" in metadata:
+        raise ValueError('metadata key "stamp" is reserved for the record stamp')
     saver, stamp = running_task("add_context_update()")
     record = {
         "update_type": update_type,

@@ -14,11 +14,14 @@ Life of a record:
    error, or its interrupt), the buffered records go into the same store call,
    as pending writes on `RECORD_CHANNEL`. So a record is durable exactly when
    its task's writes are; a process that dies before that leaves no record, and
-   a resumed graph does not run (nor record) tasks whose writes were saved.
+   a resumed graph does not run (nor record) tasks whose writes were saved. A
+   task stopped by `interrupt()` runs again from its start on resume, so what
+   it records before the interrupt is recorded once per execution.
 3. Records of tasks whose writes are never saved individually (a task cancelled
-   because a sibling failed; `durability="exit"`, which saves only the last
-   step's writes) are stored with the next checkpoint of their graph saved at or
-   after their step.
+   because a sibling failed) are stored with the next checkpoint of their graph
+   saved at or after their step; with `durability="exit"` (one checkpoint, at
+   the end) every record of the run, subgraphs included, goes with it. A store
+   call that fails puts its records back in the buffer for the retry.
 
 Stored records travel with their checkpoints: `copy_thread` copies them,
 `delete_thread` removes them, `prune(keep_latest)` moves them onto the kept
@@ -112,32 +115,47 @@ def record_row(record: Mapping[str, Any], value: Any, run_id: str | None) -> Wri
 
 
 @dataclass(frozen=True, slots=True)
-class _Waiting:
+class Waiting:
+    """A buffered record: its task, the graph namespace and step of that task."""
+
+    task_id: str
     graph_ns: str
     step: int
     row: WriteRow
+
+    def inside(self, graph_ns: str) -> bool:
+        """True when the task ran in graph `graph_ns` or in a subgraph of it."""
+        return (
+            graph_ns == ""
+            or self.graph_ns == graph_ns
+            or self.graph_ns.startswith(graph_ns + "|")
+        )
 
 
 class RecordBuffer:
     """Serialized records of running tasks, until their writes are saved.
 
     Per saver and per process, safe across threads (parallel tasks record
-    concurrently).
+    concurrently); indexed by thread, so a put only looks at its own thread.
     """
 
     def __init__(self, max_tasks: int = MAX_BUFFERED_TASKS) -> None:
         self._lock = threading.Lock()
         self._max = max_tasks
-        self._tasks: OrderedDict[tuple[str, str], list[_Waiting]] = OrderedDict()
+        self._threads: dict[str, dict[str, list[Waiting]]] = {}
+        self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.dropped = 0
 
     def add(self, stamp: Stamp, row: WriteRow) -> None:
-        key = (stamp.thread_id, stamp.task_id)
         step = stamp.step if stamp.step is not None else -1
+        item = Waiting(stamp.task_id, stamp.graph_ns, step, row)
         with self._lock:
-            self._tasks.setdefault(key, []).append(_Waiting(stamp.graph_ns, step, row))
-            while len(self._tasks) > self._max:
-                _, lost = self._tasks.popitem(last=False)
+            self._put([item], stamp.thread_id)
+            while len(self._order) > self._max:
+                (thread_id, task_id), _ = self._order.popitem(last=False)
+                lost = self._threads[thread_id].pop(task_id)
+                if not self._threads[thread_id]:
+                    del self._threads[thread_id]
                 self.dropped += len(lost)
                 logger.warning(
                     "dropped %d tracking records of a task whose writes were never "
@@ -146,41 +164,95 @@ class RecordBuffer:
                     self._max,
                 )
 
-    def take(self, thread_id: str, task_id: str) -> list[WriteRow]:
+    def _put(self, items: Iterable[Waiting], thread_id: str) -> None:
+        tasks = self._threads.setdefault(thread_id, {})
+        for item in items:
+            tasks.setdefault(item.task_id, []).append(item)
+            self._order[(thread_id, item.task_id)] = None
+
+    def put_back(self, thread_id: str, items: Iterable[Waiting]) -> None:
+        """Return taken records whose store call failed (kept for the retry)."""
+        with self._lock:
+            self._put(items, thread_id)
+
+    def take(self, thread_id: str, task_id: str) -> list[Waiting]:
         """The task's records, removed from the buffer (its writes are saving)."""
         with self._lock:
-            waiting = self._tasks.pop((thread_id, task_id), [])
-        return [w.row for w in waiting]
+            tasks = self._threads.get(thread_id)
+            if not tasks or task_id not in tasks:
+                return []
+            self._order.pop((thread_id, task_id), None)
+            taken = tasks.pop(task_id)
+            if not tasks:
+                del self._threads[thread_id]
+            return taken
 
-    def take_finished(self, thread_id: str, graph_ns: str, step: int) -> list[WriteRow]:
-        """Records of the graph's tasks of steps <= `step`: their step is over,
-        so their writes will not be saved on their own any more."""
-        rows: list[WriteRow] = []
+    def take_finished(
+        self, thread_id: str, graph_ns: str, step: int, at_exit: bool
+    ) -> list[Waiting]:
+        """Records that go with a checkpoint of graph `graph_ns` at `step`: its
+        tasks of steps <= `step` (their step is over, so their writes will not
+        be saved on their own any more); at exit (`durability="exit"`, the only
+        checkpoint saved) also every task of its subgraphs."""
         with self._lock:
-            if not self._tasks:
-                return rows
-            for key in [k for k in self._tasks if k[0] == thread_id]:
-                waiting = self._tasks[key]
-                done = [w for w in waiting if w.graph_ns == graph_ns and w.step <= step]
+            tasks = self._threads.get(thread_id)
+            if not tasks:
+                return []
+            taken: list[Waiting] = []
+            for task_id in list(tasks):
+                done = [
+                    w
+                    for w in tasks[task_id]
+                    if (w.inside(graph_ns) if at_exit else w.graph_ns == graph_ns)
+                    and (at_exit or w.step <= step)
+                ]
                 if not done:
                     continue
-                rows.extend(w.row for w in done)
-                left = [w for w in waiting if w not in done]
+                taken += done
+                left = [w for w in tasks[task_id] if w not in done]
                 if left:
-                    self._tasks[key] = left
+                    tasks[task_id] = left
                 else:
-                    del self._tasks[key]
-        return rows
+                    del tasks[task_id]
+                    self._order.pop((thread_id, task_id), None)
+            if not tasks:
+                del self._threads[thread_id]
+            return taken
 
     def waiting(self, thread_id: str) -> list[WriteRow]:
-        """Records of the thread not saved yet (a copy; they stay buffered)."""
+        """Records of the thread not saved yet (they stay buffered)."""
         with self._lock:
-            return [
-                w.row
-                for (t, _), waiting in self._tasks.items()
-                if t == thread_id
-                for w in waiting
-            ]
+            tasks = self._threads.get(thread_id, {})
+            return [w.row for items in tasks.values() for w in items]
+
+    def forget(self, thread_id: str, run_keys: set[str] | None = None) -> None:
+        """Drop the thread's buffered records (deleted with it), or only those of
+        `run_keys` (`delete_for_runs`)."""
+        with self._lock:
+            tasks = self._threads.get(thread_id)
+            if not tasks:
+                return
+            for task_id in list(tasks):
+                kept = [
+                    w
+                    for w in tasks[task_id]
+                    if run_keys is not None and w.row.task_path not in run_keys
+                ]
+                if kept:
+                    tasks[task_id] = kept
+                else:
+                    del tasks[task_id]
+                    self._order.pop((thread_id, task_id), None)
+            if not tasks:
+                del self._threads[thread_id]
+
+    def threads(self) -> list[str]:
+        with self._lock:
+            return list(self._threads)
+
+
+def rows(items: Iterable[Waiting]) -> list[WriteRow]:
+    return [w.row for w in items]
 
 
 def is_record(row: WriteRow) -> bool:
@@ -193,7 +265,8 @@ def task_context(thread_id: str, records: Iterable[Mapping[str, Any]]) -> TaskCo
     Every model call is an entry of `model_tracker` (with token counts, latency
     and error when known; repeated calls are not merged, each one counts), the
     last operation per path is in `file_tracker`, and every record is an entry
-    of `context_history` whose metadata is the record's stamp.
+    of `context_history` whose metadata holds the record's stamp under
+    "stamp" (beside the metadata given to `add_context_update`).
     """
     ctx = TaskContext({"chat_id": thread_id}, enable_persistence=False)
     unique = {r["id"]: r for r in records}
@@ -206,7 +279,7 @@ def task_context(thread_id: str, records: Iterable[Mapping[str, Any]]) -> TaskCo
         if kind == "model_usage":
             entry: dict[str, Any] = {**data, "timestamp": at, "stamp": stamp}
             ctx.model_tracker.append(ModelUsage(**entry))  # type: ignore[typeddict-item]
-            update = ContextUpdate(at, "model_usage", data, stamp)
+            update = ContextUpdate(at, "model_usage", data, {"stamp": stamp})
         elif kind == "file_operation":
             path = data["path"]
             ctx.file_tracker[path] = FileOperation(
@@ -215,9 +288,9 @@ def task_context(thread_id: str, records: Iterable[Mapping[str, Any]]) -> TaskCo
                 timestamp=at,
                 state="active",
             )
-            update = ContextUpdate(at, "file_operation", data, stamp)
+            update = ContextUpdate(at, "file_operation", data, {"stamp": stamp})
         else:
-            meta = {**dict(data.get("metadata") or {}), **stamp}
+            meta = {**dict(data.get("metadata") or {}), "stamp": stamp}
             update = ContextUpdate(at, data["update_type"], data["data"], meta)
         ctx.context_history.append(update)
     return ctx
@@ -228,6 +301,7 @@ __all__ = [
     "RECORD_CHANNEL",
     "RecordBuffer",
     "Stamp",
+    "Waiting",
     "is_record",
     "new_record",
     "record_row",
