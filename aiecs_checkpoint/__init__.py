@@ -4,7 +4,23 @@ from aiecs_checkpoint import ContextEngineSaver
 graph = builder.compile(checkpointer=ContextEngineSaver())
 """
 
-from aiecs_checkpoint.engine import ContextEngine
+from aiecs_checkpoint.domain import (
+    AgentCommunicationMessage,
+    ContextUpdate,
+    ConversationMessage,
+    ConversationParticipant,
+    ConversationSession,
+    SessionMetrics,
+    TaskContext,
+    build_context,
+    task_context,
+)
+from aiecs_checkpoint.engine import (
+    ContextEngine,
+    close_context_engine,
+    get_context_engine,
+    initialize_context_engine,
+)
 from aiecs_checkpoint.errors import (
     AiecsCheckpointError,
     InvalidConfigError,
@@ -14,7 +30,6 @@ from aiecs_checkpoint.errors import (
     InvalidThreadIdError,
     SerializationError,
     StoreError,
-    SyncCallOnEventLoopError,
     TrackingError,
 )
 from aiecs_checkpoint.saver import ContextEngineSaver
@@ -31,9 +46,14 @@ from aiecs_checkpoint.tracking.nodes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentCommunicationMessage",
     "AiecsCheckpointError",
     "ContextEngine",
     "ContextEngineSaver",
+    "ContextUpdate",
+    "ConversationMessage",
+    "ConversationParticipant",
+    "ConversationSession",
     "InvalidConfigError",
     "InvalidCursorError",
     "InvalidNamespaceError",
@@ -41,14 +61,20 @@ __all__ = [
     "InvalidThreadIdError",
     "ModelUsageTracker",
     "SerializationError",
+    "SessionMetrics",
     "StoreError",
-    "SyncCallOnEventLoopError",
+    "TaskContext",
     "ThreadInfo",
     "TrackingError",
     "__version__",
     "add_context_update",
     "aget_task_context",
+    "build_context",
+    "close_context_engine",
+    "get_context_engine",
     "get_task_context",
+    "initialize_context_engine",
+    "task_context",
     "track_file_operation",
     "track_model_usage",
 ]

@@ -44,10 +44,6 @@ class TrackingError(AiecsCheckpointError, RuntimeError):
     """A tracking helper was called outside a graph node run by ContextEngineSaver."""
 
 
-class SyncCallOnEventLoopError(AiecsCheckpointError, RuntimeError):
-    """A blocking call was made on the event loop thread it would deadlock."""
-
-
 __all__ = [
     "AiecsCheckpointError",
     "InvalidConfigError",
@@ -57,6 +53,5 @@ __all__ = [
     "InvalidThreadIdError",
     "SerializationError",
     "StoreError",
-    "SyncCallOnEventLoopError",
     "TrackingError",
 ]

@@ -95,8 +95,8 @@ from agent_loop import (  # noqa: E402
 )
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver  # noqa: E402
-from aiecs_checkpoint.stores import clickhouse_layout as C  # noqa: E402
-from aiecs_checkpoint.stores.clickhouse import ArchiveSettings  # noqa: E402
+from aiecs_checkpoint.stores.clickhouse import layout as C  # noqa: E402
+from aiecs_checkpoint.stores.clickhouse.archive import ArchiveSettings  # noqa: E402
 from tests.servers_clickhouse import ClickHouseServer  # noqa: E402
 
 MEMORY = "memory"

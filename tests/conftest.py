@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver
-from aiecs_checkpoint.stores.clickhouse import ArchiveSettings
+from aiecs_checkpoint.stores.clickhouse.archive import ArchiveSettings
 from tests.servers import RedisCluster, RedisServer
 from tests.servers_clickhouse import ClickHouseServer, external_clickhouse_url
 

@@ -30,19 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn
 from urllib.parse import quote
 
-import pytest
-
 __all__ = [
     "CHFRONT",
     "ClickHouseServer",
     "ClickHouseServerError",
-    "clickhouse_server",
     "external_clickhouse_url",
 ]
 
@@ -264,14 +260,3 @@ class ClickHouseServer:
             f"the ClickHouse front (port {self._port or 'any'}, data {self.data_dir}) "
             f"{what}.\n--- stderr ---\n{tail}\n--- end ---"
         )
-
-
-@pytest.fixture(scope="session")
-def clickhouse_server() -> Iterator[ClickHouseServer]:
-    """A started front for the whole session (user ``default``, no password)."""
-    server = ClickHouseServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()

@@ -13,9 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any
-
-from langgraph.checkpoint.serde.base import SerializerProtocol
+from typing import Any, TypeVar
 
 from aiecs_checkpoint.domain.models import (
     SESSION_STATUSES,
@@ -27,21 +25,20 @@ from aiecs_checkpoint.domain.models import (
     SessionMetrics,
 )
 from aiecs_checkpoint.domain.task_context import TaskContext
-from aiecs_checkpoint.errors import SerializationError
-from aiecs_checkpoint.stores import clickhouse_layout as C
-from aiecs_checkpoint.stores.base import Typed
-from aiecs_checkpoint.stores.domain import (
+from aiecs_checkpoint.engine.core import EngineCore
+from aiecs_checkpoint.errors import InvalidConfigError, SerializationError
+from aiecs_checkpoint.stores.clickhouse import layout as C
+from aiecs_checkpoint.stores.domain_records import (
     EMPTY,
-    AsyncDomainStore,
     MetadataConflict,
     SessionChange,
     SessionRecord,
     Tracked,
 )
+from aiecs_checkpoint.stores.ops import Op
+from aiecs_checkpoint.stores.records import Typed
 
-if TYPE_CHECKING:
-    from aiecs_checkpoint.engine.latency import Latency
-    from aiecs_checkpoint.stores.clickhouse import Archive
+T = TypeVar("T")
 
 UPDATABLE = frozenset({"status", "metadata"})
 """Session fields `update_session(updates=...)` may change."""
@@ -70,12 +67,12 @@ def split_session_key(session_key: str) -> tuple[str, str]:
     known type suffix identifies both parts whatever the session id contains.
     """
     if not isinstance(session_key, str):
-        raise ValueError(f"session_key must be a str, got {session_key!r}")
+        raise InvalidConfigError(f"session_key must be a str, got {session_key!r}")
     for kind in sorted(SESSION_TYPES, key=len, reverse=True):
         suffix = "_" + kind
         if session_key.endswith(suffix) and len(session_key) > len(suffix):
             return session_key[: -len(suffix)], kind
-    raise ValueError(
+    raise InvalidConfigError(
         f"session_key {session_key!r} does not end with _<session type> "
         f"(one of {sorted(SESSION_TYPES)})"
     )
@@ -83,24 +80,18 @@ def split_session_key(session_key: str) -> tuple[str, str]:
 
 def _check_id(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty str, got {value!r}")
+        raise InvalidConfigError(f"{name} must be a non-empty str, got {value!r}")
     return value
 
 
 def _check_limit(limit: object) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int):
-        raise ValueError(f"limit must be an int, got {limit!r}")
+        raise InvalidConfigError(f"limit must be an int, got {limit!r}")
     return limit
 
 
-class DomainAPI:
-    """Mixin of `ContextEngine`: the seed's async domain methods."""
-
-    serde: SerializerProtocol
-    adomain: AsyncDomainStore
-    max_conversation_messages: int
-    _latency: Latency
-    archive: Archive | None
+class DomainAPI(EngineCore):
+    """The engine's domain methods (the seed's async API) over its domain store."""
 
     def _archive(self, key: str, build: Callable[[C.Rows], None]) -> None:
         """Queue rows for the ClickHouse archive (when on); never blocks or raises."""
@@ -146,10 +137,11 @@ class DomainAPI:
             metadata=self._load(r.metadata) or {},
         )
 
-    async def _timed(self, awaitable: Any) -> Any:
+    async def _timed(self, op: Op[T]) -> T:
+        """Run a domain-store operation, adding its time to the latency stats."""
         start = time.perf_counter()
         try:
-            return await awaitable
+            return await self.arun(op)
         finally:
             self._latency.add(time.perf_counter() - start)
 
@@ -172,7 +164,7 @@ class DomainAPI:
             metadata=dict(metadata or {}),
         )
         stored, created = await self._timed(
-            self.adomain.create_session(self._record(session))
+            self.domain.create_session(self._record(session))
         )
         if created:
             self._archive(session_id, lambda rows: C.session_row(stored, rows))
@@ -181,7 +173,7 @@ class DomainAPI:
     async def get_session(self, session_id: str) -> SessionMetrics | None:
         """The session, or None when unknown (or expired)."""
         _check_id("session_id", session_id)
-        record = await self._timed(self.adomain.get_session(session_id))
+        record = await self._timed(self.domain.get_session(session_id))
         return None if record is None else self._session(record)
 
     async def update_session(
@@ -202,29 +194,29 @@ class DomainAPI:
         updates = dict(updates or {})
         unknown = set(updates) - UPDATABLE
         if unknown:
-            raise ValueError(
+            raise InvalidConfigError(
                 f"update_session cannot change {sorted(unknown)}; "
                 f"updatable fields: {sorted(UPDATABLE)}"
             )
         status = updates.get("status")
         if status is not None and status not in SESSION_STATUSES:
-            raise ValueError(
+            raise InvalidConfigError(
                 f"status must be one of {sorted(SESSION_STATUSES)}, got {status!r}"
             )
         seconds = float(add_processing_time)
         if not seconds >= 0.0 or seconds == float("inf"):
-            raise ValueError(
+            raise InvalidConfigError(
                 "add_processing_time must be finite and >= 0, "
                 f"got {add_processing_time!r}"
             )
         extra = updates.get("metadata")
         if extra is not None and not isinstance(extra, Mapping):
-            raise ValueError(f"metadata must be a mapping, got {extra!r}")
+            raise InvalidConfigError(f"metadata must be a mapping, got {extra!r}")
         while True:
             expect: Typed | None = None
             merged: Typed | None = None
             if extra:
-                current = await self._timed(self.adomain.get_session(session_id))
+                current = await self._timed(self.domain.get_session(session_id))
                 if current is None:
                     return False
                 expect = current.metadata
@@ -240,7 +232,7 @@ class DomainAPI:
             )
             try:
                 stored = await self._timed(
-                    self.adomain.update_session(session_id, change, expect)
+                    self.domain.update_session(session_id, change, expect)
                 )
             except MetadataConflict:
                 continue
@@ -262,13 +254,15 @@ class DomainAPI:
     ) -> list[SessionMetrics]:
         """Sessions, most recently active first, optionally of a user / status."""
         if status is not None and status not in SESSION_STATUSES:
-            raise ValueError(
+            raise InvalidConfigError(
                 f"status must be one of {sorted(SESSION_STATUSES)}, got {status!r}"
             )
         if _check_limit(limit) < 0 or _check_limit(offset) < 0:
-            raise ValueError(f"limit and offset must be >= 0, got {limit}, {offset}")
+            raise InvalidConfigError(
+                f"limit and offset must be >= 0, got {limit}, {offset}"
+            )
         records = await self._timed(
-            self.adomain.list_sessions(user_id, status, offset, limit)
+            self.domain.list_sessions(user_id, status, offset, limit)
         )
         return [self._session(r) for r in records]
 
@@ -291,13 +285,17 @@ class DomainAPI:
         if isinstance(max_idle_hours, bool) or not isinstance(
             max_idle_hours, (int, float)
         ):
-            raise ValueError(f"max_idle_hours must be a number, got {max_idle_hours!r}")
+            raise InvalidConfigError(
+                f"max_idle_hours must be a number, got {max_idle_hours!r}"
+            )
         if max_idle_hours < 0:
-            raise ValueError(f"max_idle_hours must be >= 0, got {max_idle_hours!r}")
+            raise InvalidConfigError(
+                f"max_idle_hours must be >= 0, got {max_idle_hours!r}"
+            )
         cutoff = now_us() - int(max_idle_hours * 3_600_000_000)
         removed = 0
         while True:
-            ids = await self._timed(self.adomain.idle_sessions(cutoff, 200))
+            ids = await self._timed(self.domain.idle_sessions(cutoff, 200))
             if not ids:
                 return removed
             for session_id in ids:
@@ -306,14 +304,11 @@ class DomainAPI:
     async def delete_session(self, session_id: str) -> bool:
         """Remove a session and everything it owns (see `cleanup_expired_sessions`)."""
         _check_id("session_id", session_id)
-        await self._delete_thread(session_id)
-        removed = bool(await self._timed(self.adomain.delete_session(session_id)))
+        await self.arun(self.checkpoints.delete_thread(session_id))
+        removed = bool(await self._timed(self.domain.delete_session(session_id)))
         if self.archive is not None:
             self.archive.enqueue_delete(C.SESSION_TABLES, "session_id", session_id)
         return removed
-
-    async def _delete_thread(self, thread_id: str) -> None:
-        raise NotImplementedError
 
     # -- conversations ----------------------------------------------------------------
 
@@ -334,7 +329,7 @@ class DomainAPI:
         )
         blob = self._dump("conversation message", message.to_dict())
         cap = self.max_conversation_messages
-        await self._timed(self.adomain.append_message(session_id, blob, cap))
+        await self._timed(self.domain.append_message(session_id, blob, cap))
         message_id = uuid.uuid4().hex
         self._archive(
             session_id,
@@ -364,9 +359,7 @@ class DomainAPI:
     ) -> list[ConversationMessage]:
         """The newest `limit` messages, oldest first (all when limit <= 0)."""
         _check_id("session_id", session_id)
-        blobs = await self._timed(
-            self.adomain.messages(session_id, _check_limit(limit))
-        )
+        blobs = await self._timed(self.domain.messages(session_id, _check_limit(limit)))
         return [ConversationMessage.from_dict(self._load(b)) for b in blobs]
 
     # -- multi-agent conversation sessions --------------------------------------------
@@ -396,7 +389,7 @@ class DomainAPI:
         )
         blob = self._dump("conversation session", session.to_dict())
         await self._timed(
-            self.adomain.put_conversation_session(session_id, session_type, blob)
+            self.domain.put_conversation_session(session_id, session_type, blob)
         )
         self._archive(
             session_id,
@@ -411,9 +404,7 @@ class DomainAPI:
     ) -> ConversationSession | None:
         """The conversation session with that key, or None."""
         session_id, kind = split_session_key(session_key)
-        blob = await self._timed(
-            self.adomain.get_conversation_session(session_id, kind)
-        )
+        blob = await self._timed(self.domain.get_conversation_session(session_id, kind))
         return None if blob is None else ConversationSession.from_dict(self._load(blob))
 
     async def add_agent_communication_message(
@@ -447,7 +438,7 @@ class DomainAPI:
         cap = self.max_conversation_messages
         stored = bool(
             await self._timed(
-                self.adomain.append_agent_message(session_id, kind, blob, cap)
+                self.domain.append_agent_message(session_id, kind, blob, cap)
             )
         )
         if stored:
@@ -470,7 +461,7 @@ class DomainAPI:
         limit = _check_limit(limit)
         types = None if message_types is None else set(message_types)
         fetch = limit if types is None else 0
-        blobs = await self._timed(self.adomain.agent_messages(session_id, kind, fetch))
+        blobs = await self._timed(self.domain.agent_messages(session_id, kind, fetch))
         messages = [AgentCommunicationMessage.from_dict(self._load(b)) for b in blobs]
         if types is not None:
             messages = [m for m in messages if m.message_type in types]
@@ -486,7 +477,7 @@ class DomainAPI:
                 f"store_task_context needs a TaskContext, got {type(context).__name__}"
             )
         blob = self._dump("task context", context.to_dict())
-        await self._timed(self.adomain.put_task_context(session_id, blob))
+        await self._timed(self.domain.put_task_context(session_id, blob))
         self._archive(
             session_id, lambda rows: C.task_context_row(session_id, blob, rows)
         )
@@ -495,5 +486,73 @@ class DomainAPI:
     async def get_task_context(self, session_id: str) -> TaskContext | None:
         """The stored task context, or None."""
         _check_id("session_id", session_id)
-        blob = await self._timed(self.adomain.get_task_context(session_id))
+        blob = await self._timed(self.domain.get_task_context(session_id))
         return None if blob is None else TaskContext.from_dict(self._load(blob))
+
+    # -- checkpoint helpers (the seed's, in a namespace of their own) -----------------
+
+    async def store_checkpoint(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        checkpoint_data: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Store `checkpoint_data` as the thread's newest helper checkpoint (an
+        existing id is replaced and becomes the newest); True when stored."""
+        _check_id("thread_id", thread_id)
+        _check_id("checkpoint_id", checkpoint_id)
+        if not isinstance(checkpoint_data, Mapping):
+            raise InvalidConfigError(
+                "checkpoint_data must be a mapping, "
+                f"got {type(checkpoint_data).__name__}"
+            )
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidConfigError(
+                f"metadata must be a mapping, got {type(metadata).__name__}"
+            )
+        newest = await self._timed(self.domain.helper_checkpoints(thread_id, None, 1))
+        parent = next((cid for cid, _ in newest if cid != checkpoint_id), None)
+        record = {
+            "checkpoint_id": checkpoint_id,
+            "thread_id": thread_id,
+            "data": dict(checkpoint_data),
+            "metadata": dict(metadata or {}),
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "parent_checkpoint_id": parent,
+        }
+        blob = self._dump("checkpoint", record)
+        await self._timed(
+            self.domain.put_helper_checkpoint(thread_id, checkpoint_id, blob)
+        )
+        self._archive(
+            thread_id,
+            lambda rows: C.helper_checkpoint_row(thread_id, checkpoint_id, blob, rows),
+        )
+        return True
+
+    async def get_checkpoint(
+        self, thread_id: str, checkpoint_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """A helper checkpoint (the most recently stored when `checkpoint_id` is
+        None), or None."""
+        _check_id("thread_id", thread_id)
+        if checkpoint_id is not None:
+            _check_id("checkpoint_id", checkpoint_id)
+        found = await self._timed(
+            self.domain.helper_checkpoints(thread_id, checkpoint_id, 1)
+        )
+        return self._load(found[0][1]) if found else None
+
+    async def list_checkpoints(
+        self, thread_id: str, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """The thread's `limit` most recently stored helper checkpoints, newest
+        first."""
+        _check_id("thread_id", thread_id)
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise InvalidConfigError(f"limit must be an int, got {limit!r}")
+        found = await self._timed(
+            self.domain.helper_checkpoints(thread_id, None, limit)
+        )
+        return [self._load(blob) for _, blob in found]

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from aiecs_checkpoint.stores.base import Held, Runs, SlotRuns, expand_runs
+from aiecs_checkpoint.stores.records import Held, Runs, SlotRuns, expand_runs
 
 K = TypeVar("K")
 V = TypeVar("V")

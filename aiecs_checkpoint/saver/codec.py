@@ -31,7 +31,7 @@ from aiecs_checkpoint.errors import (
     SerializationError,
 )
 from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, Known, ListKey
-from aiecs_checkpoint.stores.base import (
+from aiecs_checkpoint.stores.records import (
     EMPTY_TYPE,
     RECORD_CHANNEL,
     CheckpointRow,

@@ -1,24 +1,17 @@
 """ContextEngineSaver: a LangGraph checkpointer backed by a ContextEngine.
 
-Each public method, sync or async, is the same three steps: validate and encode
-with the pure functions of `codec`, make one store call, decode with `codec`.
-Only the store call differs between the sync and async twins, so their behaviour
-cannot drift apart.
+A facade: every method, sync or async, runs one operation of a part (`reads`,
+`writes`, `rewrites`, `recording`, `threads`) with the engine's sync runner
+(`engine.run`, `engine.iterate`) or its async runner (`engine.arun`,
+`engine.aiterate`). The operation is written once, so the sync and async
+twins cannot behave differently; sync methods never touch the event loop.
 """
 
 from __future__ import annotations
 
 import builtins
 import random
-from collections.abc import (
-    AsyncIterator,
-    Callable,
-    Collection,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -30,47 +23,23 @@ from langgraph.checkpoint.base import (
     CheckpointMetadata,
     CheckpointTuple,
     DeltaChannelHistory,
-    get_checkpoint_id,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from aiecs_checkpoint.domain.task_context import TaskContext
 from aiecs_checkpoint.engine import ContextEngine
 from aiecs_checkpoint.errors import InvalidConfigError
-from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, OmittedElement
-from aiecs_checkpoint.saver.codec import (
-    Decoder,
-    PutPlan,
-    check_strategy,
-    check_thread_id,
-    config_for,
-    dumps,
-    encode_put,
-    encode_writes,
-    list_scope,
-    matches,
-    note_written,
-    parse_config,
-    record_lists,
-)
-from aiecs_checkpoint.saver.threads import ThreadListing
-from aiecs_checkpoint.stores.base import (
-    AsyncHeldReads,
-    Held,
-    HeldReads,
-    StaleListBase,
-    StoredTuple,
-    WriteRow,
-    run_key,
-)
+from aiecs_checkpoint.saver.context import SaverContext
+from aiecs_checkpoint.saver.reads import Reads
+from aiecs_checkpoint.saver.recording import Recording
+from aiecs_checkpoint.saver.rewrites import Rewrites
+from aiecs_checkpoint.saver.threads import ThreadInfo, ThreadListing
+from aiecs_checkpoint.saver.writes import Writes
 from aiecs_checkpoint.tracking import records
 from aiecs_checkpoint.tracking.sessions import SessionTracker
 
-DURABILITY_KEY = "__pregel_durability"
-"""Where LangGraph keeps a run's durability mode in the config it passes to put."""
 
-
-class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
+class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
     """LangGraph checkpointer storing threads in a `ContextEngine`.
 
     `ContextEngineSaver()` uses the embedded in-process memory store: no server and
@@ -104,12 +73,21 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
             else None
         )
         self._records = records.RecordBuffer()
-        self._reset_caches()
+        self._build_parts()
+
+    def _build_parts(self) -> None:
+        """Parts over a context with fresh caches for the current serializer."""
+        ctx = SaverContext.new(self.engine, self.serde, self._records, self._sessions)
+        self._ctx = ctx
+        self._reads = Reads(ctx)
+        self._writes = Writes(ctx)
+        self._rewrites = Rewrites(ctx)
+        self._recording = Recording(ctx)
+        self._threads = ThreadListing(ctx)
 
     def _reset_caches(self) -> None:
-        self._index = ElementIndex()
-        self._cache = DecodeCache()
-        self._decoder = Decoder(self.serde, self._index, self._cache)
+        """Drop what this saver holds decoded or indexed (tests, memory pressure)."""
+        self._ctx.reset_caches()
 
     def with_allowlist(
         self, extra_allowlist: Collection[tuple[str, ...]]
@@ -122,10 +100,10 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         clone = super().with_allowlist(extra_allowlist)
         if clone is not self:
             assert isinstance(clone, ContextEngineSaver)
-            clone._reset_caches()
+            clone._build_parts()
         return clone
 
-    # -- context management ----------------------------------------------------
+    # -- construction and context management ---------------------------------------
 
     @classmethod
     def from_conn_string(
@@ -174,7 +152,7 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
     ) -> None:
         await self.engine.close()
 
-    # -- versions --------------------------------------------------------------
+    # -- versions --------------------------------------------------------------------
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """`<counter>.<random>`: increasing, and distinct across forks of a thread.
@@ -190,25 +168,7 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
             counter = int(str(current).split(".")[0])
         return f"{counter + 1:032}.{random.random():016}"
 
-    # -- put -------------------------------------------------------------------
-
-    def _plan(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-        reuse: bool = True,
-    ) -> PutPlan:
-        return encode_put(
-            self.serde,
-            self._index if reuse else None,
-            self._cache,
-            config,
-            checkpoint,
-            metadata,
-            new_versions,
-        )
+    # -- writes ----------------------------------------------------------------------
 
     def put(
         self,
@@ -218,25 +178,8 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint; unchanged list elements are not serialized again."""
-        plan = self._plan(config, checkpoint, metadata, new_versions)
-        store = self.engine.checkpoints
-        try:
-            assigned = store.put_checkpoint(plan.row, plan.values)
-        except StaleListBase:
-            plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
-            assigned = store.put_checkpoint(plan.row, plan.values)
-        row, leftovers = plan.row, self._leftover_records(config, plan, metadata)
-        if leftovers:
-            with self._records_kept(row.thread_id, leftovers):
-                store.put_writes(
-                    row.thread_id,
-                    row.checkpoint_ns,
-                    row.checkpoint_id,
-                    [w.row for w in leftovers],
-                )
-        if self._sessions is not None:
-            self._sessions.on_put(config, checkpoint, metadata)
-        return self._after_put(plan, assigned)
+        op = self._writes.put(config, checkpoint, metadata, new_versions)
+        return self.engine.run(op)
 
     async def aput(
         self,
@@ -246,57 +189,8 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Async `put`."""
-        plan = self._plan(config, checkpoint, metadata, new_versions)
-        store = self.engine.acheckpoints
-        try:
-            assigned = await store.put_checkpoint(plan.row, plan.values)
-        except StaleListBase:
-            plan = self._plan(config, checkpoint, metadata, new_versions, reuse=False)
-            assigned = await store.put_checkpoint(plan.row, plan.values)
-        row, leftovers = plan.row, self._leftover_records(config, plan, metadata)
-        if leftovers:
-            with self._records_kept(row.thread_id, leftovers):
-                await store.put_writes(
-                    row.thread_id,
-                    row.checkpoint_ns,
-                    row.checkpoint_id,
-                    [w.row for w in leftovers],
-                )
-        if self._sessions is not None:
-            await self._sessions.aon_put(config, checkpoint, metadata)
-        return self._after_put(plan, assigned)
-
-    def _leftover_records(
-        self, config: RunnableConfig, plan: PutPlan, metadata: CheckpointMetadata
-    ) -> builtins.list[records.Waiting]:
-        """Records of this graph's finished steps whose tasks' writes were never
-        saved on their own (cancelled tasks); with `durability="exit"` (this is
-        the one checkpoint saved), those of its subgraphs too."""
-        step = metadata.get("step")
-        if not isinstance(step, int):
-            return []
-        row = plan.row
-        at_exit = (config.get("configurable") or {}).get(DURABILITY_KEY) == "exit"
-        return self._records.take_finished(
-            row.thread_id, row.checkpoint_ns, step, at_exit
-        )
-
-    @contextmanager
-    def _records_kept(
-        self, thread_id: str, taken: builtins.list[records.Waiting]
-    ) -> Iterator[None]:
-        """Put taken records back in the buffer when their store call fails, so
-        they are saved with the retried call instead of lost."""
-        try:
-            yield
-        except BaseException:
-            self._records.put_back(thread_id, taken)
-            raise
-
-    def _after_put(self, plan: PutPlan, assigned: Mapping[str, Any]) -> RunnableConfig:
-        record_lists(self._index, plan, assigned)
-        row = plan.row
-        return config_for(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+        op = self._writes.put(config, checkpoint, metadata, new_versions)
+        return await self.engine.arun(op)
 
     def put_writes(
         self,
@@ -306,19 +200,7 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Store a task's writes (special writes overwrite, regular are first-wins)."""
-        t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
-        note_written(self._index, self._cache, t, writes)
-        assert t.checkpoint_id is not None
-        taken = self._records.take(t.thread_id, task_id)
-        with self._records_kept(t.thread_id, taken):
-            self.engine.checkpoints.put_writes(
-                t.thread_id,
-                t.checkpoint_ns,
-                t.checkpoint_id,
-                rows + records.rows(taken),
-            )
-        if self._sessions is not None:
-            self._sessions.on_writes(config, writes, task_id)
+        self.engine.run(self._writes.put_writes(config, writes, task_id, task_path))
 
     async def aput_writes(
         self,
@@ -328,129 +210,18 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Async `put_writes`."""
-        t, rows = encode_writes(self.serde, config, writes, task_id, task_path)
-        note_written(self._index, self._cache, t, writes)
-        assert t.checkpoint_id is not None
-        taken = self._records.take(t.thread_id, task_id)
-        with self._records_kept(t.thread_id, taken):
-            await self.engine.acheckpoints.put_writes(
-                t.thread_id,
-                t.checkpoint_ns,
-                t.checkpoint_id,
-                rows + records.rows(taken),
-            )
-        if self._sessions is not None:
-            await self._sessions.aon_writes(config, writes, task_id)
+        op = self._writes.put_writes(config, writes, task_id, task_path)
+        await self.engine.arun(op)
 
-    # -- task records (tracking) -----------------------------------------------
-
-    def record(
-        self, kind: str, data: Mapping[str, Any], stamp: records.Stamp
-    ) -> dict[str, Any]:
-        """Buffer a record of the running task until its writes are saved.
-
-        Serialized now, so a value the serializer rejects fails in the node
-        (`SerializationError`) instead of failing the task's save later.
-        """
-        record = records.new_record(kind, data, stamp)
-        value = dumps(self.serde, record, f"{kind} record")
-        self._records.add(stamp, records.record_row(record, value, stamp.run_id))
-        return record
-
-    def _task_context(
-        self, thread_id: str, rows: builtins.list[WriteRow], include_unsaved: bool
-    ) -> TaskContext:
-        if include_unsaved:
-            rows += self._records.waiting(thread_id)
-        found = [self.serde.loads_typed(w.value) for w in rows]
-        return records.task_context(thread_id, found)
-
-    def get_task_context(
-        self, thread_id: str, *, include_unsaved: bool = False
-    ) -> TaskContext:
-        """The thread's TaskContext, rebuilt from what its graph nodes recorded
-        (model usage, file operations, context updates), oldest first.
-
-        `include_unsaved` adds records this process buffered for tasks whose
-        writes are not saved yet (what a node sees while it runs).
-        """
-        thread_id = check_thread_id(thread_id)
-        rows = self.engine.checkpoints.thread_records(thread_id)
-        return self._task_context(thread_id, rows, include_unsaved)
-
-    async def aget_task_context(
-        self, thread_id: str, *, include_unsaved: bool = False
-    ) -> TaskContext:
-        """Async `get_task_context`."""
-        thread_id = check_thread_id(thread_id)
-        rows = await self.engine.acheckpoints.thread_records(thread_id)
-        return self._task_context(thread_id, rows, include_unsaved)
-
-    # -- get and list ----------------------------------------------------------
+    # -- reads -----------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint named by the config, or the latest: O(1) either way.
-
-        List elements already decoded here are not fetched again (`DecodeCache`);
-        if the cache dropped some meanwhile, the checkpoint is fetched whole.
-        """
-        t = parse_config(config)
-        store = self.engine.checkpoints
-        if isinstance(store, HeldReads):
-            held = self._cache.held(t.thread_id, t.checkpoint_ns)
-            if held:
-                stored = store.get_held(
-                    t.thread_id, t.checkpoint_ns, t.checkpoint_id, held
-                )
-                if stored is None:
-                    return None
-                try:
-                    return self._decoder.tuple(stored)
-                except OmittedElement:
-                    pass
-        stored = store.get(t.thread_id, t.checkpoint_ns, t.checkpoint_id)
-        return self._decoder.tuple(stored) if stored is not None else None
+        """The checkpoint named by the config, or the latest: O(1) either way."""
+        return self.engine.run(self._reads.get_tuple(config))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Async `get_tuple`."""
-        t = parse_config(config)
-        store = self.engine.acheckpoints
-        if isinstance(store, AsyncHeldReads):
-            held = self._cache.held(t.thread_id, t.checkpoint_ns)
-            if held:
-                stored = await store.get_held(
-                    t.thread_id, t.checkpoint_ns, t.checkpoint_id, held
-                )
-                if stored is None:
-                    return None
-                try:
-                    return self._decoder.tuple(stored)
-                except OmittedElement:
-                    pass
-        stored = await store.get(t.thread_id, t.checkpoint_ns, t.checkpoint_id)
-        return self._decoder.tuple(stored) if stored is not None else None
-
-    def _accept(
-        self, stored: StoredTuple, only_id: str | None, filter: Mapping[str, Any] | None
-    ) -> CheckpointTuple | None:
-        """The listed checkpoint as a tuple, None when filtered out.
-
-        Raises `OmittedElement` when the store left out elements the cache has
-        dropped since: the caller fetches that checkpoint whole (`_refetch`).
-        """
-        if only_id is not None and stored.row.checkpoint_id != only_id:
-            return None
-        metadata = self._decoder.metadata(stored)
-        if not matches(metadata, filter):
-            return None
-        return self._decoder.tuple(stored, metadata)
-
-    def _held_for(self, checkpoint_ns: str | None) -> Callable[[str], Held]:
-        return lambda thread_id: self._cache.held(thread_id, checkpoint_ns)
-
-    @staticmethod
-    def _before_id(before: RunnableConfig | None) -> str | None:
-        return get_checkpoint_id(before) if before else None
+        return await self.engine.arun(self._reads.get_tuple(config))
 
     def list(
         self,
@@ -466,31 +237,9 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         namespace of its thread; `checkpoint_ns=""` the root namespace only.
         `filter` matches any metadata key; `before` is exclusive.
         """
-        thread_id, ns, only_id = list_scope(config)
-        remaining = limit
-        if remaining is not None and remaining <= 0:
-            return
-        store = self.engine.checkpoints
-        before_id = self._before_id(before)
-        stream = (
-            store.list_held(thread_id, ns, before_id, self._held_for(ns))
-            if isinstance(store, HeldReads)
-            else store.list(thread_id, ns, before_id)
-        )
-        for stored in stream:
-            try:
-                tup = self._accept(stored, only_id, filter)
-            except OmittedElement:
-                tup = self._refetch(stored)
-            if tup is None:
-                continue
-            yield tup
-            if remaining is not None:
-                remaining -= 1
-                if remaining <= 0:
-                    return
+        return self.engine.iterate(self._reads.list(config, filter, before, limit))
 
-    async def alist(
+    def alist(
         self,
         config: RunnableConfig | None,
         *,
@@ -499,86 +248,56 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """Async `list`."""
-        thread_id, ns, only_id = list_scope(config)
-        remaining = limit
-        if remaining is not None and remaining <= 0:
-            return
-        store = self.engine.acheckpoints
-        before_id = self._before_id(before)
-        stream = (
-            store.list_held(thread_id, ns, before_id, self._held_for(ns))
-            if isinstance(store, AsyncHeldReads)
-            else store.list(thread_id, ns, before_id)
-        )
-        async for stored in stream:
-            try:
-                tup = self._accept(stored, only_id, filter)
-            except OmittedElement:
-                tup = await self._arefetch(stored)
-            if tup is None:
-                continue
-            yield tup
-            if remaining is not None:
-                remaining -= 1
-                if remaining <= 0:
-                    return
-
-    def _refetch(self, stored: StoredTuple) -> CheckpointTuple | None:
-        """A listed checkpoint fetched again with every list element (None when
-        it was deleted meanwhile)."""
-        row = stored.row
-        store = self.engine.checkpoints
-        whole = store.get(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
-        return self._decoder.tuple(whole) if whole is not None else None
-
-    async def _arefetch(self, stored: StoredTuple) -> CheckpointTuple | None:
-        """Async `_refetch`."""
-        row = stored.row
-        store = self.engine.acheckpoints
-        whole = await store.get(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
-        return self._decoder.tuple(whole) if whole is not None else None
+        return self.engine.aiterate(self._reads.list(config, filter, before, limit))
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         """Seed and on-path writes per channel, from one walk inside the store."""
-        if not channels:
-            return {}
-        t = parse_config(config)
-        history = self.engine.checkpoints.delta_history(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id, channels
-        )
-        return self._decoder.delta_history(t, history, channels)
+        return self.engine.run(self._reads.delta_history(config, channels))
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         """Async `get_delta_channel_history`."""
-        if not channels:
-            return {}
-        t = parse_config(config)
-        history = await self.engine.acheckpoints.delta_history(
-            t.thread_id, t.checkpoint_ns, t.checkpoint_id, channels
-        )
-        return self._decoder.delta_history(t, history, channels)
+        return await self.engine.arun(self._reads.delta_history(config, channels))
 
-    # -- deleting, copying, pruning --------------------------------------------
+    # -- threads ---------------------------------------------------------------------
+
+    def list_threads(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 50,
+        before: ThreadInfo | str | None = None,
+    ) -> builtins.list[ThreadInfo]:
+        """A page of threads, newest activity first (see `saver.threads`).
+
+        `filter` keeps threads whose latest checkpoint's metadata has every
+        key with an equal value (as `list(filter=...)`); a page holds up to
+        `limit` matches. `before`: the last `ThreadInfo` of the previous page
+        (or its `cursor`). Raises `InvalidConfigError` for a bad filter or
+        limit, `InvalidCursorError` for a bad cursor.
+        """
+        return self.engine.run(self._threads.page(filter, limit, before))
+
+    async def alist_threads(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        limit: int = 50,
+        before: ThreadInfo | str | None = None,
+    ) -> builtins.list[ThreadInfo]:
+        """Async `list_threads`."""
+        return await self.engine.arun(self._threads.page(filter, limit, before))
+
+    # -- deleting, copying, pruning --------------------------------------------------
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of a thread."""
-        self.engine.checkpoints.delete_thread(check_thread_id(thread_id))
-        self._index.forget_thread(thread_id)
-        self._records.forget(thread_id)
+        self.engine.run(self._rewrites.delete_thread(thread_id))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async `delete_thread`."""
-        await self.engine.acheckpoints.delete_thread(check_thread_id(thread_id))
-        self._index.forget_thread(thread_id)
-        self._records.forget(thread_id)
-
-    @staticmethod
-    def _run_keys(run_ids: Sequence[str]) -> builtins.list[str]:
-        return [k for k in map(run_key, run_ids) if k is not None]
+        await self.engine.arun(self._rewrites.delete_thread(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints and writes of the given runs.
@@ -586,39 +305,21 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         Surviving checkpoints that used DeltaChannel history from the deleted
         ones keep a frozen copy of it, so they still rebuild the same state.
         """
-        keys = self._run_keys(run_ids)
-        self.engine.checkpoints.delete_runs(keys)
-        self._forget_run_records(keys)
+        self.engine.run(self._rewrites.delete_for_runs(run_ids))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Async `delete_for_runs`."""
-        keys = self._run_keys(run_ids)
-        await self.engine.acheckpoints.delete_runs(keys)
-        self._forget_run_records(keys)
-
-    def _forget_run_records(self, keys: builtins.list[str]) -> None:
-        """Buffered records of deleted runs are deleted with them."""
-        for thread_id in self._records.threads():
-            self._records.forget(thread_id, set(keys))
+        await self.engine.arun(self._rewrites.delete_for_runs(run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every namespace of a thread, with full parent chains and writes."""
-        src, dst = check_thread_id(source_thread_id), check_thread_id(target_thread_id)
-        if src != dst:
-            self.engine.checkpoints.copy_thread(src, dst)
+        op = self._rewrites.copy_thread(source_thread_id, target_thread_id)
+        self.engine.run(op)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Async `copy_thread`."""
-        src, dst = check_thread_id(source_thread_id), check_thread_id(target_thread_id)
-        if src != dst:
-            await self.engine.acheckpoints.copy_thread(src, dst)
-
-    @staticmethod
-    def _prune_args(
-        thread_ids: Sequence[str], strategy: str
-    ) -> tuple[builtins.list[str], bool]:
-        keep_latest = check_strategy(strategy)
-        return [check_thread_id(t) for t in thread_ids], keep_latest
+        op = self._rewrites.copy_thread(source_thread_id, target_thread_id)
+        await self.engine.arun(op)
 
     def prune(
         self, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
@@ -628,23 +329,43 @@ class ContextEngineSaver(ThreadListing, BaseCheckpointSaver[str]):
         `keep_latest` freezes the DeltaChannel history the kept checkpoint needs
         before dropping its ancestors, so its state is rebuilt unchanged.
         """
-        threads, keep_latest = self._prune_args(thread_ids, strategy)
-        self.engine.checkpoints.prune(threads, keep_latest)
-        for t in threads:
-            self._index.forget_thread(t)
-            if not keep_latest:
-                self._records.forget(t)
+        self.engine.run(self._rewrites.prune(thread_ids, strategy))
 
     async def aprune(
         self, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
     ) -> None:
         """Async `prune`."""
-        threads, keep_latest = self._prune_args(thread_ids, strategy)
-        await self.engine.acheckpoints.prune(threads, keep_latest)
-        for t in threads:
-            self._index.forget_thread(t)
-            if not keep_latest:
-                self._records.forget(t)
+        await self.engine.arun(self._rewrites.prune(thread_ids, strategy))
+
+    # -- task records (tracking) -----------------------------------------------------
+
+    def record(
+        self, kind: str, data: Mapping[str, Any], stamp: records.Stamp
+    ) -> dict[str, Any]:
+        """Buffer a record of the running task until its writes are saved.
+
+        Serialized now, so a value the serializer rejects fails in the node
+        (`SerializationError`) instead of failing the task's save later.
+        """
+        return self._recording.record(kind, data, stamp)
+
+    def get_task_context(
+        self, thread_id: str, *, include_unsaved: bool = False
+    ) -> TaskContext:
+        """The thread's TaskContext, rebuilt from what its graph nodes recorded
+        (model usage, file operations, context updates), oldest first.
+
+        `include_unsaved` adds records this process buffered for tasks whose
+        writes are not saved yet (what a node sees while it runs).
+        """
+        return self.engine.run(self._recording.task_context(thread_id, include_unsaved))
+
+    async def aget_task_context(
+        self, thread_id: str, *, include_unsaved: bool = False
+    ) -> TaskContext:
+        """Async `get_task_context`."""
+        op = self._recording.task_context(thread_id, include_unsaved)
+        return await self.engine.arun(op)
 
 
 __all__ = ["ContextEngineSaver"]

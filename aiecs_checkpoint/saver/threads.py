@@ -1,4 +1,4 @@
-"""Thread listing for the saver: `list_threads` / `alist_threads`.
+"""The saver's thread listing (`list_threads` / `alist_threads`).
 
 Threads come newest activity first: by (time of the thread's last checkpoint
 write, ms; thread id), both descending. Every store keeps that order as an
@@ -26,17 +26,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
 from aiecs_checkpoint.errors import InvalidConfigError, InvalidCursorError
-from aiecs_checkpoint.saver.codec import check_thread_id, config_for, matches
-from aiecs_checkpoint.stores.base import CheckpointRow, StoredTuple
-
-if TYPE_CHECKING:
-    from aiecs_checkpoint.engine import ContextEngine
-    from aiecs_checkpoint.saver.codec import Decoder
+from aiecs_checkpoint.saver.codec import Decoder, check_thread_id, config_for, matches
+from aiecs_checkpoint.saver.context import SaverContext
+from aiecs_checkpoint.stores.ops import Op
+from aiecs_checkpoint.stores.records import CheckpointRow, StoredTuple
 
 Key = tuple[int, str]
 """A thread's place in the listing: (activity ms, thread id)."""
@@ -134,7 +132,7 @@ def _utc_ms(ms: int) -> datetime:
 
 class _Walk:
     """One `list_threads` call: asks the store for threads until the page is
-    full, shared by the sync and async loops."""
+    full."""
 
     def __init__(
         self,
@@ -210,46 +208,21 @@ class _Walk:
 
 
 class ThreadListing:
-    """Mixin of `ContextEngineSaver`: paged thread listing."""
+    """Paged thread listing as one store operation."""
 
-    engine: ContextEngine
-    _decoder: Decoder
+    def __init__(self, ctx: SaverContext) -> None:
+        self.ctx = ctx
 
-    def _thread_walk(self, filter: object, limit: object, before: object) -> _Walk:
+    def page(
+        self, filter: object, limit: object, before: object
+    ) -> Op[list[ThreadInfo]]:
+        """A page of threads (see `ContextEngineSaver.list_threads`)."""
         checked, n, key = _check_args(filter, limit, before)
-        return _Walk(self._decoder, checked, n, key)
-
-    def list_threads(
-        self,
-        filter: Mapping[str, Any] | None = None,
-        limit: int = 50,
-        before: ThreadInfo | str | None = None,
-    ) -> list[ThreadInfo]:
-        """A page of threads, newest activity first (see the module docstring).
-
-        `filter` keeps threads whose latest checkpoint's metadata has every
-        key with an equal value (as `list(filter=...)`); a page holds up to
-        `limit` matches. `before`: the last `ThreadInfo` of the previous page
-        (or its `cursor`). Raises `InvalidConfigError` for a bad filter or
-        limit, `InvalidCursorError` for a bad cursor.
-        """
-        walk = self._thread_walk(filter, limit, before)
-        store = self.engine.checkpoints
+        walk = _Walk(self.ctx.decoder, checked, n, key)
+        store = self.ctx.engine.checkpoints
         while (asked := walk.request()) is not None:
-            walk.feed(*store.thread_heads(*asked))
-        return walk.page
-
-    async def alist_threads(
-        self,
-        filter: Mapping[str, Any] | None = None,
-        limit: int = 50,
-        before: ThreadInfo | str | None = None,
-    ) -> list[ThreadInfo]:
-        """Async `list_threads`."""
-        walk = self._thread_walk(filter, limit, before)
-        store = self.engine.acheckpoints
-        while (asked := walk.request()) is not None:
-            walk.feed(*await store.thread_heads(*asked))
+            heads, resume = yield from store.thread_heads(*asked)
+            walk.feed(heads, resume)
         return walk.page
 
 

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -25,10 +25,7 @@ from langchain_core.outputs import LLMResult
 
 from aiecs_checkpoint.errors import TrackingError
 from aiecs_checkpoint.tracking.nodes import running_task
-from aiecs_checkpoint.tracking.records import Stamp
-
-if TYPE_CHECKING:
-    from aiecs_checkpoint.saver import ContextEngineSaver
+from aiecs_checkpoint.tracking.records import Stamp, TaskRecorder
 
 logger = logging.getLogger("aiecs_checkpoint.tracking")
 
@@ -42,7 +39,7 @@ oldest are forgotten first."""
 
 @dataclass(slots=True)
 class _Call:
-    saver: ContextEngineSaver
+    saver: TaskRecorder
     stamp: Stamp
     started: float
     data: dict[str, Any]

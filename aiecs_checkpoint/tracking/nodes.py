@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
 
 from aiecs_checkpoint.domain.task_context import TaskContext
 from aiecs_checkpoint.errors import TrackingError
-from aiecs_checkpoint.tracking.records import Stamp
-
-if TYPE_CHECKING:
-    from aiecs_checkpoint.saver import ContextEngineSaver
+from aiecs_checkpoint.tracking.records import Stamp, TaskRecorder
 
 CONFIG_KEY_CHECKPOINTER = "__pregel_checkpointer"
 CONFIG_KEY_TASK_ID = "__pregel_task_id"
@@ -29,10 +26,8 @@ CONFIG_KEY_TASK_ID = "__pregel_task_id"
 
 def running_task(
     what: str, config: RunnableConfig | None = None
-) -> tuple[ContextEngineSaver, Stamp]:
+) -> tuple[TaskRecorder, Stamp]:
     """The saver and the stamp of the task running now (`TrackingError` if none)."""
-    from aiecs_checkpoint.saver import ContextEngineSaver
-
     if config is None:
         try:
             config = get_config()
@@ -45,7 +40,7 @@ def running_task(
     saver = conf.get(CONFIG_KEY_CHECKPOINTER)
     task_id = conf.get(CONFIG_KEY_TASK_ID)
     thread_id = conf.get("thread_id")
-    if not isinstance(saver, ContextEngineSaver):
+    if not isinstance(saver, TaskRecorder):
         found = "no checkpointer" if saver is None else type(saver).__name__
         raise TrackingError(
             f"{what} records into the thread through ContextEngineSaver, but this "

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,7 +48,12 @@ from aiecs_checkpoint.domain.task_context import (
     ModelUsage,
     TaskContext,
 )
-from aiecs_checkpoint.stores.base import RECORD_CHANNEL, WriteRow, run_key
+from aiecs_checkpoint.stores.records import (
+    RECORD_CHANNEL,
+    WriteRow,
+    random_id,
+    run_key,
+)
 
 logger = logging.getLogger("aiecs_checkpoint.tracking")
 
@@ -91,12 +96,35 @@ class Stamp:
         }
 
 
+class TaskRecorder(ABC):
+    """A checkpointer that keeps task records (`ContextEngineSaver`): what the
+    node helpers and `ModelUsageTracker` find in a run's config and record into."""
+
+    @abstractmethod
+    def record(
+        self, kind: str, data: Mapping[str, Any], stamp: Stamp
+    ) -> dict[str, Any]:
+        """Buffer a record of the running task until its writes are saved."""
+
+    @abstractmethod
+    def get_task_context(
+        self, thread_id: str, *, include_unsaved: bool = False
+    ) -> TaskContext:
+        """The thread's TaskContext rebuilt from its records."""
+
+    @abstractmethod
+    async def aget_task_context(
+        self, thread_id: str, *, include_unsaved: bool = False
+    ) -> TaskContext:
+        """Async `get_task_context`."""
+
+
 def new_record(kind: str, data: Mapping[str, Any], stamp: Stamp) -> dict[str, Any]:
     """A record stamped now."""
     if kind not in KINDS:
         raise ValueError(f"record kind must be one of {KINDS}, got {kind!r}")
     return {
-        "id": uuid.uuid4().hex,
+        "id": random_id(),
         "kind": kind,
         "data": dict(data),
         "stamp": stamp.as_dict(utc_now()),
@@ -301,6 +329,7 @@ __all__ = [
     "RECORD_CHANNEL",
     "RecordBuffer",
     "Stamp",
+    "TaskRecorder",
     "Waiting",
     "is_record",
     "new_record",

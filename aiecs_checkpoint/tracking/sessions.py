@@ -1,12 +1,11 @@
 """Session tracking for graph runs (`ContextEngineSaver(track_sessions=True)`).
 
 The engine session whose id is the thread id follows the thread's runs. The
-saver calls the hooks below after each store operation succeeded. Each hook is
-one planning generator (`_put_steps`, `_error_steps`: what to report, built by
-the pure helpers below) that yields the domain-store calls it needs, driven by
-`_drive` on `engine.domain` (sync hooks, no event loop involved) or `_adrive`
-on `engine.adomain` (async hooks, never blocking the loop). Sync and async
-therefore cannot behave differently.
+saver runs the hooks below after each store operation succeeded. Each hook is
+one store operation (`on_put`, `on_writes`: what to report, built by the pure
+helpers below, then the domain-store operations it needs), which the saver
+runs with the engine's sync or async runner; sync and async therefore cannot
+behave differently.
 
 Design decisions:
 
@@ -25,7 +24,7 @@ Design decisions:
   put/put_writes config of that invocation (subgraphs share it). Its run key is
   `id:<digest of the run id>` when the caller gave one (metadata / configurable
   `run_id`, as LangGraph Server does, or the config's top-level `run_id`), else
-  a random `local:<uuid>`. As in the checkpoint store's run index, store keys
+  a random `local:<hex>`. As in the checkpoint store's run index, store keys
   hold digests; run and message ids appear only inside serialized values.
   Puts with neither a run control nor a run id (`update_state`, direct
   `saver.put` calls) are not requests: they create the session if needed and
@@ -49,6 +48,9 @@ Design decisions:
   (loading state) and after the last one, so runs saved only at exit
   (`durability="exit"`) report about zero, and time spent in another process
   under the same run id (re-entry) is not added to what the first one saw.
+  Only a process executing the run (holding LangGraph's run control) reports
+  time: a put that merely carries a run id (a replay, a copy saved by another
+  process) counts the run once and adds no time.
 
 * Status. "active" from the first report of a run (running, interrupted or
   succeeded); "failed" once a run wrote an `__error__` (error count +1 once per
@@ -99,9 +101,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -117,8 +118,9 @@ from langgraph.checkpoint.base import (
 from aiecs_checkpoint.domain.models import MESSAGE_ROLES, ConversationMessage
 from aiecs_checkpoint.engine import ContextEngine
 from aiecs_checkpoint.engine.domain_api import now_us
-from aiecs_checkpoint.stores.base import Typed
-from aiecs_checkpoint.stores.domain import RunUpdate, SessionRecord, Tracked
+from aiecs_checkpoint.stores.domain_records import RunUpdate, SessionRecord, Tracked
+from aiecs_checkpoint.stores.ops import Op
+from aiecs_checkpoint.stores.records import Typed, random_id
 
 ERROR = "__error__"
 """The channel of a failed task's write (`langgraph.constants.ERROR`)."""
@@ -200,7 +202,7 @@ def message_key(message: BaseMessage, position: int) -> str:
 
 
 def digest(text: str) -> str:
-    """What the store keeps of a run or message id (as `stores.base.run_key`)."""
+    """What the store keeps of a run or message id (as `stores.records.run_key`)."""
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -286,40 +288,6 @@ def has_error(writes: Sequence[tuple[str, Any]]) -> bool:
     return any(channel == ERROR for channel, _ in writes)
 
 
-# -- executors ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One domain-store call a planning generator asks for."""
-
-    method: str
-    args: tuple[Any, ...]
-
-
-_Steps = Generator[_Call, Any, None]
-
-
-def _drive(store: Any, steps: _Steps) -> None:
-    """Run the planned calls on a sync domain store."""
-    try:
-        call = next(steps)
-        while True:
-            call = steps.send(getattr(store, call.method)(*call.args))
-    except StopIteration:
-        return
-
-
-async def _adrive(store: Any, steps: _Steps) -> None:
-    """Run the planned calls on an async domain store."""
-    try:
-        call = next(steps)
-        while True:
-            call = steps.send(await getattr(store, call.method)(*call.args))
-    except StopIteration:
-        return
-
-
 @dataclass(slots=True)
 class _Run:
     """A run this process has reported: its key, control object and start."""
@@ -349,50 +317,15 @@ class SessionTracker:
         self._runs: OrderedDict[tuple[str, object], _Run] = OrderedDict()
         self._mirrored: OrderedDict[str, _Mirrored] = OrderedDict()
 
-    # -- hooks ---------------------------------------------------------------------
+    # -- hooks (operations the saver runs after its own) ---------------------------
 
     def on_put(
         self,
         config: RunnableConfig,
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
-    ) -> None:
+    ) -> Op[None]:
         """Report the run's progress (and mirror new messages) after a put."""
-        _drive(self.engine.domain, self._put_steps(config, checkpoint, metadata))
-
-    async def aon_put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-    ) -> None:
-        """Async `on_put`."""
-        await _adrive(
-            self.engine.adomain, self._put_steps(config, checkpoint, metadata)
-        )
-
-    def on_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str
-    ) -> None:
-        """Count the run's error when a task's writes record its failure."""
-        if has_error(writes):
-            _drive(self.engine.domain, self._error_steps(config))
-
-    async def aon_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str
-    ) -> None:
-        """Async `on_writes`."""
-        if has_error(writes):
-            await _adrive(self.engine.adomain, self._error_steps(config))
-
-    # -- planning ------------------------------------------------------------------
-
-    def _put_steps(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-    ) -> _Steps:
         conf = config["configurable"]
         thread_id = str(conf["thread_id"])
         md = get_checkpoint_metadata(config, metadata)
@@ -408,8 +341,8 @@ class SessionTracker:
             unknown = self._unmirrored(thread_id, keys)
             if unknown is None:
                 stored = {key: digest(key) for key in keys}
-                known = yield _Call(
-                    "known_message_ids", (thread_id, list(stored.values()))
+                known = yield from self.engine.domain.known_message_ids(
+                    thread_id, list(stored.values())
                 )
                 unknown = [key for key in keys if stored[key] not in known]
             fresh = set(unknown)
@@ -421,14 +354,19 @@ class SessionTracker:
                     blobs[digest(key)] = self.engine._conversation_blob(record)
         new = new_session(thread_id, config, md, update.activity_us)
         cap = self.engine.max_conversation_messages
-        tracked = yield _Call(
-            "track_run", (thread_id, new, update, list(blobs.items()), cap)
+        tracked = yield from self.engine.domain.track_run(
+            thread_id, new, update, list(blobs.items()), cap
         )
         if items:
             self._remember(thread_id, keys, items)
         self._archive(thread_id, tracked, blobs)
 
-    def _error_steps(self, config: RunnableConfig) -> _Steps:
+    def on_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]]
+    ) -> Op[None]:
+        """Count the run's error when a task's writes record its failure."""
+        if not has_error(writes):
+            return
         thread_id = str(config["configurable"]["thread_id"])
         md = get_checkpoint_metadata(config, {})
         update = self._report(thread_id, config, md, failed=True)
@@ -436,7 +374,9 @@ class SessionTracker:
             return
         new = new_session(thread_id, config, md, update.activity_us)
         cap = self.engine.max_conversation_messages
-        tracked = yield _Call("track_run", (thread_id, new, update, [], cap))
+        tracked = yield from self.engine.domain.track_run(
+            thread_id, new, update, [], cap
+        )
         self._archive(thread_id, tracked, {})
 
     def _report(
@@ -460,18 +400,19 @@ class SessionTracker:
         with self._lock:
             run = self._runs.get(ident)
             if run is None or run.control is not control:
-                key = (
-                    f"id:{digest(explicit)}"
-                    if explicit
-                    else f"local:{uuid.uuid4().hex}"
-                )
+                key = f"id:{digest(explicit)}" if explicit else f"local:{random_id()}"
                 run = self._runs[ident] = _Run(key, control, now)
                 self._runs.move_to_end(ident)
                 while len(self._runs) > RUNS_CACHED:
                     self._runs.popitem(last=False)
             else:
                 self._runs.move_to_end(ident)
-        return RunUpdate(activity, run.key, now - run.started, failed)
+        # Only a process executing the run (it holds the run's control object)
+        # measures its processing time; a put that merely carries a run id
+        # (a replay, another process saving the same data) counts the run but
+        # adds no time, since its clock says nothing about the run.
+        elapsed = now - run.started if control is not None else 0.0
+        return RunUpdate(activity, run.key, elapsed, failed)
 
     # -- per-process caches ----------------------------------------------------------
 

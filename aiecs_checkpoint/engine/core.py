@@ -1,0 +1,298 @@
+"""The engine's core: which stores it uses, and the runners of their operations.
+
+The engine owns a checkpoint store and a domain store of one backend: the
+embedded in-process memory store by default (no server, no configuration), or
+Redis, either one optionally wrapped by the ClickHouse archive. Store methods
+return operations (`stores.ops`); `run` / `iterate` perform them with blocking
+I/O, `arun` / `aiterate` with asyncio, so every caller above (the domain API,
+the saver, tracking) writes each operation once for both.
+
+Redis is configured in one of three ways: `redis_url=...`, `redis_client=...`
+with an existing redis-py client (sync or asyncio), or `ContextEngine.from_env()`
+reading the variables the original ContextEngine documented (`REDIS_URL`, else
+`REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`/`REDIS_PASSWORD`).
+
+Start-up (`connect()` / `await initialize()`) pings Redis and detects a Redis
+Cluster. If Redis is unreachable then, the engine falls back to the memory store
+only when `fallback=True`, and says so loudly (WARNING log, `health_check()`
+"degraded", `storage_backend` "memory"); otherwise it raises `StoreError`.
+After start-up a Redis failure is never hidden: calls retry briefly, then raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, TypeVar
+
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from aiecs_checkpoint.engine.latency import Latency
+from aiecs_checkpoint.errors import InvalidConfigError, StoreError
+from aiecs_checkpoint.stores.clickhouse.archive import Archive, ArchiveSettings
+from aiecs_checkpoint.stores.clickhouse.tiered import ArchivedStore
+from aiecs_checkpoint.stores.memory.checkpoints import MemoryStore
+from aiecs_checkpoint.stores.memory.domain import MemoryDomainStore
+from aiecs_checkpoint.stores.ops import AsyncRunner, Op, Runner, Stream
+from aiecs_checkpoint.stores.protocols import CheckpointStore, DomainStore
+from aiecs_checkpoint.stores.redis import client as rc
+from aiecs_checkpoint.stores.redis.checkpoints import RedisCheckpointStore
+from aiecs_checkpoint.stores.redis.domain import RedisDomainStore
+
+logger = logging.getLogger("aiecs_checkpoint")
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "aiecs"
+
+DEFAULT_MAX_MESSAGES = 1000
+"""Messages kept per conversation (the newest), as the original's cap."""
+
+
+class EngineCore:
+    """Owns the stores and runs their operations (see the module docstring).
+
+    Args:
+        redis_url: `redis://`, `rediss://` or `unix://` URL (password and db in
+            the URL).
+        redis_client: an existing redis-py client (sync or asyncio) to use.
+        key_prefix: prefix of every Redis key, so applications can share a server.
+        ttl: `{"default_ttl": minutes, "refresh_on_read": bool}`; off by default.
+        cluster: force Redis Cluster mode; detected on connect when None.
+        fallback: fall back to the memory store when Redis is unreachable at
+            start-up (loudly). Off by default: a misconfigured URL is an error.
+        store: a ready checkpoint store (advanced; tests and custom backends).
+        serde: serializer of domain data (messages, metadata, task contexts);
+            LangGraph's `JsonPlusSerializer` by default. A saver built without
+            an engine passes its own, so `EncryptedSerializer` covers both.
+        session_ttl: seconds a session's data (metrics, conversation, task
+            context, conversation sessions) lives after its last write; off
+            by default. Each session expires on its own.
+        max_conversation_messages: messages kept per conversation (newest).
+        archive: the ClickHouse cold archive (`ArchiveSettings` or its fields
+            as a mapping); off by default. `from_env()` enables it with
+            `CLICKHOUSE_ENABLED=true` and the `CLICKHOUSE_*` variables.
+    """
+
+    checkpoints: CheckpointStore
+    domain: DomainStore
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        redis_client: Any = None,
+        key_prefix: str = DEFAULT_PREFIX,
+        ttl: Mapping[str, Any] | None = None,
+        cluster: bool | None = None,
+        fallback: bool = False,
+        store: CheckpointStore | None = None,
+        serde: SerializerProtocol | None = None,
+        session_ttl: float | None = None,
+        max_conversation_messages: int = DEFAULT_MAX_MESSAGES,
+        archive: ArchiveSettings | Mapping[str, Any] | None = None,
+    ) -> None:
+        _check_options(redis_url, key_prefix, session_ttl, max_conversation_messages)
+        self.serde: SerializerProtocol = serde or JsonPlusSerializer()
+        self.session_ttl = session_ttl
+        self.max_conversation_messages = max_conversation_messages
+        self._latency = Latency()
+        self.archive: Archive | None = _archive(archive)
+        self.redis_url = redis_url
+        self.fallback = fallback
+        self.degraded_reason: str | None = None
+        self._redis_client = redis_client
+        self._prefix = key_prefix
+        self._ttl = ttl
+        self._cluster = cluster
+        self._connected = False
+        self._redis: Any = None
+        self._aredis: Any = None
+        if store is not None:
+            self._use(store, MemoryDomainStore(session_ttl), {}, {})
+        elif redis_url is not None or redis_client is not None:
+            self._build_redis(cluster=bool(cluster))
+        else:
+            self._use_memory()
+
+    # -- running operations ------------------------------------------------------
+
+    def run(self, op: Op[T]) -> T:
+        """Perform a store operation with blocking I/O."""
+        return self._runner.run(op)
+
+    async def arun(self, op: Op[T]) -> T:
+        """Perform a store operation with asyncio (archive reads in a thread)."""
+        return await self._arunner.run(op)
+
+    def iterate(self, stream: Stream) -> Iterator[Any]:
+        """The items of a store listing, fetched page by page."""
+        return self._runner.iterate(stream)
+
+    def aiterate(self, stream: Stream) -> AsyncIterator[Any]:
+        """Async `iterate`."""
+        return self._arunner.iterate(stream)
+
+    # -- stores ------------------------------------------------------------------
+
+    def _use(
+        self,
+        checkpoints: CheckpointStore,
+        domain: DomainStore,
+        handlers: Mapping[type, Any],
+        ahandlers: Mapping[type, Any],
+    ) -> None:
+        if self.archive is not None:
+            checkpoints = ArchivedStore(checkpoints, self.archive)
+        self.checkpoints = checkpoints
+        self.domain = domain
+        self._runner = Runner(handlers)
+        self._arunner = AsyncRunner(ahandlers)
+
+    def _use_memory(self) -> None:
+        self._redis = self._aredis = None
+        self._use(MemoryStore(), MemoryDomainStore(self.session_ttl), {}, {})
+
+    def _build_redis(self, cluster: bool) -> None:
+        if not rc.INSTALLED:
+            raise InvalidConfigError(
+                "Redis support needs the redis extra: "
+                "pip install 'aiecs-checkpoint[redis]'"
+            )
+        ttl_ms, refresh = rc.parse_ttl(self._ttl)
+        settings = rc.RedisSettings(
+            prefix=self._prefix, ttl_ms=ttl_ms, refresh_on_read=refresh, cluster=cluster
+        )
+        sync_client, async_client = rc.client_pair(self._redis_client)
+        self._redis = rc.RedisClient(self.redis_url, settings, client=sync_client)
+        self._aredis = rc.AsyncRedisClient(
+            self.redis_url, settings, client=async_client
+        )
+        session_ms = round(self.session_ttl * 1000) if self.session_ttl else 0
+        self._use(
+            RedisCheckpointStore(settings),
+            RedisDomainStore(settings, session_ms),
+            {rc.Call: self._redis.execute},
+            {rc.Call: self._aredis.execute},
+        )
+
+    @property
+    def storage_backend(self) -> str:
+        """Name of the store in use: "memory" or "redis"."""
+        return self.checkpoints.backend
+
+    # -- start-up ------------------------------------------------------------------
+
+    def connect(self) -> EngineCore:
+        """Sync start-up: ping Redis, detect a cluster, apply the fallback policy."""
+        if self._connected or self._redis is None:
+            self._connected = True
+            return self
+        try:
+            if self._cluster is None and self.run(rc.cluster_probe()):
+                self._build_redis(cluster=True)
+            self.run(self.checkpoints.ping())
+        except StoreError as exc:
+            self._degrade_or_raise(exc)
+        self._connected = True
+        return self
+
+    async def initialize(self) -> bool:
+        """Async start-up; True when the configured store is in use (not a fallback)."""
+        if self._connected or self._redis is None:
+            self._connected = True
+            return self.degraded_reason is None
+        try:
+            if self._cluster is None and await self.arun(rc.cluster_probe()):
+                self._build_redis(cluster=True)
+            await self.arun(self.checkpoints.ping())
+        except StoreError as exc:
+            self._degrade_or_raise(exc)
+        self._connected = True
+        return self.degraded_reason is None
+
+    def _degrade_or_raise(self, exc: StoreError) -> None:
+        if not self.fallback:
+            raise exc
+        self.degraded_reason = str(exc)
+        logger.warning(
+            "Redis unreachable at start-up, falling back to the in-process memory "
+            "store (data will not be shared or survive a restart): %s",
+            exc,
+        )
+        self._use_memory()
+
+    def close_sync(self) -> None:
+        """Flush the archive's outbox (within its `close_timeout`), release sync
+        connections."""
+        if self.archive is not None:
+            self.archive.close()
+        if self._redis is not None:
+            self._redis.close()
+
+    async def close(self) -> None:
+        """Flush the archive, release the stores' connections."""
+        if self.archive is not None:
+            await asyncio.to_thread(self.archive.close)
+        if self._redis is not None:
+            self._redis.close()
+        if self._aredis is not None:
+            await self._aredis.close()
+
+
+def _check_options(
+    redis_url: object,
+    key_prefix: object,
+    session_ttl: object,
+    max_conversation_messages: object,
+) -> None:
+    """Raise `InvalidConfigError` naming the first invalid option."""
+    if redis_url is not None and not isinstance(redis_url, str):
+        raise InvalidConfigError(f"redis_url must be a str, got {redis_url!r}")
+    if redis_url is not None and not redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise InvalidConfigError(
+            "redis_url must start with redis://, rediss:// or unix://"
+        )
+    if not isinstance(key_prefix, str) or not key_prefix:
+        raise InvalidConfigError(
+            f"key_prefix must be a non-empty str, got {key_prefix!r}"
+        )
+    if session_ttl is not None and (
+        isinstance(session_ttl, bool)
+        or not isinstance(session_ttl, (int, float))
+        or not 0 < session_ttl < float("inf")
+    ):
+        raise InvalidConfigError(
+            f"session_ttl must be a positive number of seconds, got {session_ttl!r}"
+        )
+    if (
+        isinstance(max_conversation_messages, bool)
+        or not isinstance(max_conversation_messages, int)
+        or max_conversation_messages < 1
+    ):
+        raise InvalidConfigError(
+            "max_conversation_messages must be an int >= 1, "
+            f"got {max_conversation_messages!r}"
+        )
+
+
+def _archive(option: ArchiveSettings | Mapping[str, Any] | None) -> Archive | None:
+    """The started archive an `archive=` option asks for (None when off)."""
+    if option is None:
+        return None
+    if isinstance(option, Mapping):
+        try:
+            option = ArchiveSettings(**option)
+        except TypeError as exc:
+            raise InvalidConfigError(f"invalid archive options: {exc}") from exc
+    if not isinstance(option, ArchiveSettings):
+        raise InvalidConfigError(
+            f"archive must be ArchiveSettings or a mapping, got {option!r}"
+        )
+    archive = Archive(option)
+    archive.start()
+    return archive

@@ -1,0 +1,139 @@
+"""The saver's writes: put and put_writes, with the task records they carry.
+
+A put serializes only what the store does not hold yet (`codec.encode_put`
+with the `ElementIndex`), stores it in one store call, and records where the
+list elements now live. If the store no longer has an element log the index
+pointed at (`StaleListBase`), the value is written again without reuse. Task
+records buffered by the tracking helpers go into the same store call as their
+task's writes; a call that fails puts them back for the retry.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+
+from aiecs_checkpoint.saver.codec import (
+    PutPlan,
+    config_for,
+    encode_put,
+    encode_writes,
+    note_written,
+    record_lists,
+)
+from aiecs_checkpoint.saver.context import SaverContext
+from aiecs_checkpoint.stores.ops import Op
+from aiecs_checkpoint.stores.records import StaleListBase
+from aiecs_checkpoint.tracking import records
+
+DURABILITY_KEY = "__pregel_durability"
+"""Where LangGraph keeps a run's durability mode in the config it passes to put."""
+
+
+class Writes:
+    """put and put_writes as store operations."""
+
+    def __init__(self, ctx: SaverContext) -> None:
+        self.ctx = ctx
+
+    def _plan(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        reuse: bool = True,
+    ) -> PutPlan:
+        ctx = self.ctx
+        index = ctx.index if reuse else None
+        args = (config, checkpoint, metadata, new_versions)
+        return encode_put(ctx.serde, index, ctx.cache, *args)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Op[RunnableConfig]:
+        """Store a checkpoint; unchanged list elements are not serialized again."""
+        args = (config, checkpoint, metadata, new_versions)
+        plan = self._plan(*args)
+        store = self.ctx.engine.checkpoints
+        try:
+            assigned = yield from store.put_checkpoint(plan.row, plan.values)
+        except StaleListBase:
+            plan = self._plan(*args, reuse=False)
+            assigned = yield from store.put_checkpoint(plan.row, plan.values)
+        row, leftovers = plan.row, self._leftover_records(config, plan, metadata)
+        if leftovers:
+            with self._records_kept(row.thread_id, leftovers):
+                yield from store.put_writes(
+                    row.thread_id,
+                    row.checkpoint_ns,
+                    row.checkpoint_id,
+                    [w.row for w in leftovers],
+                )
+        if self.ctx.sessions is not None:
+            yield from self.ctx.sessions.on_put(config, checkpoint, metadata)
+        record_lists(self.ctx.index, plan, assigned)
+        return config_for(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Op[None]:
+        """Store a task's writes (special writes overwrite, regular are first-wins)
+        with the task's buffered records."""
+        ctx = self.ctx
+        t, rows = encode_writes(ctx.serde, config, writes, task_id, task_path)
+        note_written(ctx.index, ctx.cache, t, writes)
+        assert t.checkpoint_id is not None
+        taken = ctx.records.take(t.thread_id, task_id)
+        with self._records_kept(t.thread_id, taken):
+            yield from ctx.engine.checkpoints.put_writes(
+                t.thread_id,
+                t.checkpoint_ns,
+                t.checkpoint_id,
+                rows + records.rows(taken),
+            )
+        if ctx.sessions is not None:
+            yield from ctx.sessions.on_writes(config, writes)
+
+    def _leftover_records(
+        self, config: RunnableConfig, plan: PutPlan, metadata: CheckpointMetadata
+    ) -> builtins.list[records.Waiting]:
+        """Records of this graph's finished steps whose tasks' writes were never
+        saved on their own (cancelled tasks); with `durability="exit"` (this is
+        the one checkpoint saved), those of its subgraphs too."""
+        step = metadata.get("step")
+        if not isinstance(step, int):
+            return []
+        row = plan.row
+        at_exit = (config.get("configurable") or {}).get(DURABILITY_KEY) == "exit"
+        return self.ctx.records.take_finished(
+            row.thread_id, row.checkpoint_ns, step, at_exit
+        )
+
+    @contextmanager
+    def _records_kept(
+        self, thread_id: str, taken: builtins.list[records.Waiting]
+    ) -> Iterator[None]:
+        """Put taken records back in the buffer when their store call fails, so
+        they are saved with the retried call instead of lost."""
+        try:
+            yield
+        except BaseException:
+            self.ctx.records.put_back(thread_id, taken)
+            raise
+
+
+__all__ = ["Writes"]

@@ -1,0 +1,378 @@
+"""The embedded in-process checkpoint store (the default: no server needed).
+
+Threads are kept in the form `stores.model` documents (per namespace: sorted
+ids, rows, writes, values shared by version, element logs), so the latest
+checkpoint and a checkpoint by id cost O(1) / O(log n) whatever the thread's
+length (InMemorySaver scans the whole thread). A store-wide index maps a run-id
+digest to the rows it produced, for `delete_for_runs`.
+
+Thread listing reads an activity index: `_activity` (thread -> ms of its last
+checkpoint write) and `_recent`, the same pairs as (ms, thread id) in a sorted
+list. A put, copy or import moves one entry; a delete (thread, prune, the
+last checkpoint of `delete_for_runs`) removes it; a page of threads is a bisect
+and a slice, so listing never looks at more than the threads it visits.
+
+One re-entrant lock serializes access; every operation is a few dictionary
+steps and never runs user code under the lock. Operations need no I/O: each
+is an `Op` that yields no request (`yield from NO_IO`), so the engine's sync
+and async runners both run it inline, without a thread hop.
+"""
+
+from __future__ import annotations
+
+import bisect
+import builtins
+import heapq
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from aiecs_checkpoint.stores import thread_model as model
+from aiecs_checkpoint.stores.ops import NO_IO, Emit, Op, Stream
+from aiecs_checkpoint.stores.protocols import Head, ThreadKey
+from aiecs_checkpoint.stores.records import (
+    CheckpointRow,
+    DeltaHistory,
+    Held,
+    ListValue,
+    StoredTuple,
+    ValueWrite,
+    Version,
+    WriteRow,
+)
+from aiecs_checkpoint.stores.thread_model import (
+    latest_row,
+    now_ms,
+    restored_activity_ms,
+)
+
+PAGE = 64
+"""Rows resolved per lock acquisition while listing."""
+
+RunRef = tuple[str, str, str]
+"""(thread id, namespace, checkpoint id)."""
+
+
+class MemoryStore:
+    """Checkpoint storage in process memory; safe to share between threads."""
+
+    backend = "memory"
+    skips_held = False
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._threads: dict[str, model.Thread] = {}
+        self._runs: dict[str, set[RunRef]] = {}
+        self._deleted: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._activity: dict[str, int] = {}
+        self._recent: list[tuple[int, str]] = []
+
+    def _namespace(self, thread_id: str, checkpoint_ns: str) -> model.Namespace:
+        thread = self._threads.setdefault(thread_id, {})
+        return thread.setdefault(checkpoint_ns, model.Namespace())
+
+    def _ns(self, thread_id: str, checkpoint_ns: str) -> model.Namespace | None:
+        return self._threads.get(thread_id, {}).get(checkpoint_ns)
+
+    # -- writing -------------------------------------------------------------
+
+    def put_checkpoint(
+        self, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
+    ) -> Op[dict[str, ListValue]]:
+        """Store a checkpoint and its new channel values atomically."""
+        yield from NO_IO
+        with self._lock:
+            ns = self._namespace(row.thread_id, row.checkpoint_ns)
+            assigned, replaced = model.put_checkpoint(ns, row, values)
+            if replaced is not None:
+                self._unindex([replaced])
+            self._index([row])
+            self._touch(row.thread_id, now_ms())
+            return assigned
+
+    def put_writes(
+        self, thread_id: str, ns: str, cid: str, rows: Sequence[WriteRow]
+    ) -> Op[None]:
+        """Store a task's writes: special ones overwrite, regular are first-wins."""
+        yield from NO_IO
+        with self._lock:
+            model.put_writes(self._namespace(thread_id, ns), cid, rows)
+
+    # -- reading -------------------------------------------------------------
+
+    def get(
+        self, thread_id: str, ns: str, cid: str | None, held: Held | None = None
+    ) -> Op[StoredTuple | None]:
+        """The checkpoint by id, or the latest of the namespace when id is None
+        (every list element is resolved: `held` does not apply here)."""
+        yield from NO_IO
+        with self._lock:
+            space = self._ns(thread_id, ns)
+            if space is None or not space.ids:
+                return None
+            row = space.rows.get(cid or space.ids[-1])
+            return None if row is None else model.resolve(space, row)
+
+    def list(
+        self,
+        thread_id: str | None,
+        ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held] | None = None,
+    ) -> Stream:
+        """Checkpoints newest first (by id) across the selected threads/namespaces."""
+        yield from NO_IO
+        with self._lock:
+            threads = [thread_id] if thread_id is not None else list(self._threads)
+            sources = [
+                (t, n)
+                for t in threads
+                for n in self._threads.get(t, {})
+                if ns is None or n == ns
+            ]
+        streams = [self._iter_ns(t, n, before) for t, n in sources]
+        merged = (
+            streams[0]
+            if len(streams) == 1
+            else heapq.merge(
+                *streams, key=lambda st: st.row.checkpoint_id, reverse=True
+            )
+        )
+        for item in merged:
+            yield Emit(item)
+
+    def _iter_ns(
+        self, thread_id: str, ns: str, before: str | None
+    ) -> Iterator[StoredTuple]:
+        cursor = before
+        while True:
+            with self._lock:
+                space = self._ns(thread_id, ns)
+                if space is None:
+                    return
+                hi = len(space.ids)
+                if cursor is not None:
+                    hi = bisect.bisect_left(space.ids, cursor)
+                page = [
+                    model.resolve(space, space.rows[cid])
+                    for cid in reversed(space.ids[max(0, hi - PAGE) : hi])
+                ]
+            if not page:
+                return
+            yield from page
+            cursor = page[-1].row.checkpoint_id
+
+    def delta_history(
+        self, thread_id: str, ns: str, cid: str | None, channels: Sequence[str]
+    ) -> Op[DeltaHistory | None]:
+        """Walk the parent chain of a checkpoint once for all `channels`."""
+        yield from NO_IO
+        with self._lock:
+            space = self._ns(thread_id, ns)
+            if space is None or not space.ids:
+                return None
+            target = space.rows.get(cid or space.ids[-1])
+            return None if target is None else model.walk(space, target, channels)
+
+    # -- deleting and copying --------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> Op[None]:
+        """Remove every namespace, checkpoint, value and write of a thread."""
+        yield from NO_IO
+        self._delete_thread(thread_id)
+
+    def _delete_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for ns in self._threads.pop(thread_id, {}).values():
+                self._unindex(ns.rows.values())
+            self._untrack(thread_id)
+
+    def delete_runs(self, run_keys: Iterable[str]) -> Op[None]:
+        """Remove the checkpoints (and their writes) of the given runs, and the
+        tracking records those runs left on other runs' checkpoints."""
+        yield from NO_IO
+        keys = set(run_keys)
+        with self._lock:
+            doomed: dict[tuple[str, str], set[str]] = {}
+            for key in keys:
+                for t, n, cid in self._runs.get(key, set()):
+                    doomed.setdefault((t, n), set()).add(cid)
+            for t in {t for t, _ in doomed}:
+                for ns in self._threads[t].values():
+                    model.drop_run_records(ns, keys)
+            for (t, n), cids in doomed.items():
+                self._unindex(model.delete_ids(self._threads[t][n], cids))
+                self._drop_if_empty(t, n)
+
+    def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> Op[None]:
+        """Keep only the latest checkpoint per namespace, or delete the threads."""
+        yield from NO_IO
+        with self._lock:
+            for t in thread_ids:
+                if not keep_latest:
+                    self._delete_thread(t)
+                    continue
+                for ns in self._threads.get(t, {}).values():
+                    self._unindex(model.keep_latest(ns))
+
+    def copy_thread(self, source: str, target: str) -> Op[None]:
+        """Copy a whole thread (every namespace, full parent chains) to another id."""
+        yield from NO_IO
+        with self._lock:
+            src = self._threads.get(source)
+            if src:
+                added = model.copy_into(
+                    src, self._threads.setdefault(target, {}), target
+                )
+                self._index(added)
+                self._touch(target, now_ms())
+
+    # -- whole threads (archive restore) ----------------------------------------
+
+    def export_thread(self, thread_id: str) -> Op[model.Thread]:
+        """A deep copy of a thread ({} when absent), e.g. to archive it whole."""
+        yield from NO_IO
+        with self._lock:
+            return model.clone(self._threads.get(thread_id, {}))
+
+    def thread_records(self, thread_id: str) -> Op[builtins.list[WriteRow]]:
+        """Every tracking record write of the thread."""
+        yield from NO_IO
+        with self._lock:
+            return model.records(self._threads.get(thread_id, {}))
+
+    def import_thread(self, thread_id: str, thread: model.Thread) -> Op[None]:
+        """Replace a thread with `thread` (restoring it from the archive)."""
+        yield from NO_IO
+        with self._lock:
+            known = self._activity.get(thread_id)
+            self._delete_thread(thread_id)
+            if thread:
+                self._threads[thread_id] = model.clone(thread)
+                for ns in thread.values():
+                    self._index(ns.rows.values())
+                self._touch(thread_id, known or restored_activity_ms(thread))
+
+    def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> Op[None]:
+        """Remember a deletion (the archive's restore must not undo it)."""
+        yield from NO_IO
+        with self._lock:
+            now = time.monotonic()
+            while self._deleted:  # oldest marks first: expire from the front
+                _, (_, end) = next(iter(self._deleted.items()))
+                if end > now:
+                    break
+                self._deleted.popitem(last=False)
+            self._deleted.pop(thread_id, None)
+            self._deleted[thread_id] = (at_us, now + ttl_s)
+
+    def deleted_at(self, thread_id: str) -> Op[int | None]:
+        """When the thread's history was last deleted (µs), if remembered."""
+        yield from NO_IO
+        return self._deleted_at(thread_id)
+
+    def _deleted_at(self, thread_id: str) -> int | None:
+        with self._lock:
+            found = self._deleted.get(thread_id)
+            if found is None or found[1] <= time.monotonic():
+                return None
+            return found[0]
+
+    # -- run index -------------------------------------------------------------
+
+    def _index(self, rows: Iterable[CheckpointRow]) -> None:
+        for row in rows:
+            if row.run_key is not None:
+                ref = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+                self._runs.setdefault(row.run_key, set()).add(ref)
+
+    def _unindex(self, rows: Iterable[CheckpointRow]) -> None:
+        for row in rows:
+            key = row.run_key
+            refs = self._runs.get(key) if key is not None else None
+            if key is not None and refs is not None:
+                refs.discard((row.thread_id, row.checkpoint_ns, row.checkpoint_id))
+                if not refs:
+                    del self._runs[key]
+
+    def _drop_if_empty(self, thread_id: str, checkpoint_ns: str) -> None:
+        thread = self._threads[thread_id]
+        if not thread[checkpoint_ns].rows:
+            del thread[checkpoint_ns]
+            if not thread:
+                del self._threads[thread_id]
+                self._untrack(thread_id)
+
+    # -- activity index (thread listing) ---------------------------------------
+
+    def _touch(self, thread_id: str, ms: int) -> None:
+        """Record a write to the thread at `ms` (call with the lock held)."""
+        old = self._activity.get(thread_id)
+        if old == ms:
+            return
+        if old is not None:
+            self._drop_recent(old, thread_id)
+        self._activity[thread_id] = ms
+        entry = (ms, thread_id)
+        if not self._recent or self._recent[-1] < entry:
+            self._recent.append(entry)
+        else:
+            bisect.insort(self._recent, entry)
+
+    def _untrack(self, thread_id: str) -> None:
+        old = self._activity.pop(thread_id, None)
+        if old is not None:
+            self._drop_recent(old, thread_id)
+
+    def _drop_recent(self, ms: int, thread_id: str) -> None:
+        i = bisect.bisect_left(self._recent, (ms, thread_id))
+        if i < len(self._recent) and self._recent[i] == (ms, thread_id):
+            del self._recent[i]
+
+    def thread_heads(
+        self, before: ThreadKey | None, limit: int
+    ) -> Op[tuple[Sequence[Head], ThreadKey | None]]:
+        """A page of threads, newest activity first, from the activity index."""
+        yield from NO_IO
+        with self._lock:
+            hi = len(self._recent)
+            if before is not None:
+                hi = bisect.bisect_left(self._recent, before)
+            visited = self._recent[max(0, hi - limit) : hi][::-1]
+            heads: list[Head] = []
+            for ms, thread_id in visited:
+                row = latest_row(self._threads.get(thread_id))
+                if row is not None:
+                    heads.append((ms, row))
+                else:  # its data was dropped behind the store's back
+                    self._untrack(thread_id)
+        return heads, (visited[-1] if len(visited) == limit else None)
+
+    def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Op[Sequence[tuple[CheckpointRow | None, int | None]]]:
+        """Per thread: its latest row and when it was last deleted (µs)."""
+        yield from NO_IO
+        with self._lock:
+            return [
+                (latest_row(self._threads.get(t)), self._deleted_at(t))
+                for t in thread_ids
+            ]
+
+    def ping(self) -> Op[None]:
+        """The memory store is always reachable."""
+        yield from NO_IO
+
+    # -- statistics ------------------------------------------------------------
+
+    def count_checkpoints(self) -> Op[int]:
+        """Number of checkpoints stored, every thread and namespace."""
+        yield from NO_IO
+        with self._lock:
+            return sum(
+                len(ns.rows) for t in self._threads.values() for ns in t.values()
+            )
+
+
+__all__ = ["MemoryStore"]

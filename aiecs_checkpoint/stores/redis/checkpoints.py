@@ -1,0 +1,514 @@
+"""Redis as the checkpoint store (plain Redis >= 7, standalone or Cluster).
+
+Every operation is written once, as a generator that yields the calls to make
+(`stores.redis.client.Call`) and receives their replies; the engine's runners
+perform them with redis-py's sync or asyncio client (`stores.redis.client`). Hot
+operations are one script call each, so one network round trip whatever the
+thread's length: put, put_writes, get (latest or by id), and one page of list.
+Reads take what the reader already holds decoded (`held`) and
+leave those list elements out, so a get costs what changed since the last one.
+History rewrites (prune, delete_for_runs, copy_thread) load the thread, apply
+the same functions as the memory store (`stores.thread_model`) and write it back with
+an optimistic generation check. A page of the thread listing is one registry
+call plus one call for the latest rows of the page's threads (one per thread
+on a Cluster, where each thread has its own slot). The key layout is
+documented in `stores.redis.layout`.
+
+Errors: a failing call is retried briefly with backoff, then raises
+`StoreError` naming the server (never the password); the next call reconnects.
+Nothing is ever written somewhere else instead.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from urllib.parse import unquote
+
+import ormsgpack
+
+from aiecs_checkpoint.errors import StoreError
+from aiecs_checkpoint.stores import encoding as E
+from aiecs_checkpoint.stores import thread_model as model
+from aiecs_checkpoint.stores.ops import Emit, Op, Stream, merge_newest
+from aiecs_checkpoint.stores.records import (
+    RECORD_CHANNEL,
+    CheckpointRow,
+    DeltaHistory,
+    Held,
+    ListItems,
+    ListValue,
+    ResolvedValue,
+    StaleListBase,
+    StoredTuple,
+    ValueWrite,
+    Version,
+    WriteRow,
+    is_empty,
+    ordered_writes,
+    walk_delta_history,
+)
+from aiecs_checkpoint.stores.redis import layout as L
+from aiecs_checkpoint.stores.redis.client import Call, RedisSettings
+from aiecs_checkpoint.stores.thread_model import restored_activity_ms
+
+PAGE = 32
+"""Checkpoints fetched per list round trip."""
+
+WALK_PAGE = 64
+"""Ancestors fetched per delta-history round trip."""
+
+
+class RedisCheckpointStore:
+    """The checkpoint store on Redis: every operation yields `Call`s (no I/O)."""
+
+    backend = "redis"
+    skips_held = True
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.s = settings
+        self.keys = L.Keys(settings.prefix)
+
+    def ping(self) -> Op[None]:
+        """One PING (`StoreError` when the server cannot be reached)."""
+        yield Call(None, [], [], command="PING")
+
+    def _thread_keys(self, thread_id: str, registry: bool) -> builtins.list[str]:
+        tk = self.keys.thread(thread_id).script_keys
+        return [*tk, self.keys.threads] if registry and not self.s.cluster else tk
+
+    def _read_ttl(self) -> int:
+        return self.s.ttl_ms if self.s.refresh_on_read else 0
+
+    # -- hot path: one call each --------------------------------------------------
+
+    def put_checkpoint(
+        self, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
+    ) -> Op[dict[str, ListValue]]:
+        tk = self.keys.thread(row.thread_id)
+        keys = self._thread_keys(row.thread_id, registry=True)
+        if row.run_key and not self.s.cluster:
+            keys.append(self.keys.run(row.run_key))
+        args = [
+            E.enc(row.checkpoint_ns),
+            row.checkpoint_id,
+            E.pack_row(row),
+            self.s.ttl_ms,
+            row.thread_id,
+            tk.log_prefix,
+            int(time.time() * 1000),
+            L.pack_values(row.checkpoint_ns, values),
+        ]
+        reply = yield Call("put", keys, args)
+        if L.text(reply[0]) == "stale":
+            raise StaleListBase(row.checkpoint_id)
+        if self.s.cluster:
+            yield from self._register_cluster(row.thread_id, row.run_key)
+        return {L.text(ch): _as_list(E.unpack_value(blob)) for ch, blob in reply[1]}
+
+    def _register_cluster(self, thread_id: str, run_key: str | None) -> Op[None]:
+        """On a cluster the global indexes live in other slots: separate calls."""
+        now = int(time.time() * 1000)
+        yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
+        if run_key:
+            yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")
+
+    def put_writes(
+        self, thread_id: str, ns: str, cid: str, rows: Sequence[WriteRow]
+    ) -> Op[None]:
+        tk = self.keys.thread(thread_id)
+        args = [E.member(ns, cid), E.pack_writes(rows), self.s.ttl_ms, tk.log_prefix]
+        yield Call("put_writes", tk.script_keys, args)
+
+    def get(
+        self, thread_id: str, ns: str, cid: str | None, held: Held | None = None
+    ) -> Op[StoredTuple | None]:
+        tk = self.keys.thread(thread_id)
+        args = [
+            E.enc(ns),
+            cid or "",
+            tk.log_prefix,
+            self._read_ttl(),
+            L.pack_held(held or {}),
+        ]
+        reply = yield Call("get", tk.script_keys, args)
+        if not reply:
+            return None
+        return _stored(L.parse_fetched(thread_id, reply))
+
+    def list_page(
+        self,
+        thread_id: str,
+        ns: str | None,
+        before: str | None,
+        limit: int,
+        held: Held | None = None,
+    ) -> Op[tuple[int, builtins.list[StoredTuple]]]:
+        tk = self.keys.thread(thread_id)
+        args = [
+            E.enc(ns or ""),
+            before or "",
+            limit,
+            tk.log_prefix,
+            "1" if ns is None else "0",
+            self._read_ttl(),
+            L.pack_held(held or {}),
+        ]
+        scanned, replies = yield Call("list", tk.script_keys, args)
+        return int(scanned), [_stored(L.parse_fetched(thread_id, r)) for r in replies]
+
+    def list(
+        self,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held] | None = None,
+    ) -> Stream:
+        """One thread's checkpoints page by page (asking `held` before each
+        page), or every thread's, merged newest first as the pages arrive."""
+        hold = held or _hold_nothing
+        if thread_id is not None:
+            yield from self._list_thread(thread_id, checkpoint_ns, before, hold)
+            return
+        threads = yield from self._all_threads()
+        streams = [self._list_thread(t, checkpoint_ns, before, hold) for t in threads]
+        yield from merge_newest(streams, key=lambda s: s.row.checkpoint_id)
+
+    def _all_threads(self) -> Op[builtins.list[str]]:
+        out: builtins.list[str] = []
+        while True:
+            page = yield from self.threads(len(out), 1000)
+            out += page
+            if len(page) < 1000:
+                return out
+
+    def _list_thread(
+        self,
+        thread_id: str,
+        ns: str | None,
+        before: str | None,
+        held: Callable[[str], Held],
+    ) -> Stream:
+        cursor = before
+        while True:
+            page_op = self.list_page(thread_id, ns, cursor, PAGE, held(thread_id))
+            scanned, page = yield from page_op
+            for item in page:
+                yield Emit(item)
+            if scanned < PAGE or not page:
+                return
+            cursor = page[-1].row.checkpoint_id
+
+    def threads(self, cursor: int, count: int) -> Op[builtins.list[str]]:
+        reply = yield Call(
+            None, [self.keys.threads], [cursor, cursor + count - 1], command="ZRANGE"
+        )
+        return [L.text(t) for t in reply]
+
+    # -- thread listing: a registry page, then the page's latest rows ---------------
+
+    def recent_threads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> Op[builtins.list[tuple[int, str]]]:
+        """Up to `limit` registry entries after `before`, newest first."""
+        ms, thread = ("", "") if before is None else (str(before[0]), before[1])
+        reply = yield Call("recent", [self.keys.threads], [ms, thread, limit])
+        return [
+            (int(float(L.text(reply[i + 1]))), L.text(reply[i]))
+            for i in range(0, len(reply), 2)
+        ]
+
+    def latest_rows(
+        self, thread_ids: Sequence[str]
+    ) -> Op[builtins.list[tuple[CheckpointRow | None, int | None]]]:
+        """Latest row and deletion time per thread: one call (one per thread on
+        a Cluster). Standalone, a registered thread found empty is unregistered."""
+        groups = [[t] for t in thread_ids] if self.s.cluster else [list(thread_ids)]
+        out: builtins.list[tuple[CheckpointRow | None, int | None]] = []
+        for group in groups:
+            if not group:
+                continue
+            keys: builtins.list[str] = []
+            for t in group:
+                tk = self.keys.thread(t)
+                keys += [tk.ids, tk.order, tk.cp, tk.gone]
+            if not self.s.cluster:
+                keys.append(self.keys.threads)
+            reply = yield Call("heads", keys, list(group))
+            for t, (mem, row, gone) in zip(group, reply, strict=True):
+                out.append((_head_row(t, mem, row), int(gone) if gone else None))
+        return out
+
+    def thread_heads(
+        self, before: tuple[int, str] | None, limit: int
+    ) -> Op[tuple[builtins.list[tuple[int, CheckpointRow]], tuple[int, str] | None]]:
+        entries = yield from self.recent_threads(before, limit)
+        found = yield from self.latest_rows([t for _, t in entries])
+        heads = [
+            (ms, row)
+            for (ms, _), (row, _) in zip(entries, found, strict=True)
+            if row is not None
+        ]
+        return heads, (entries[-1] if len(entries) == limit else None)
+
+    # -- delta history: one call per page of ancestors ------------------------------
+
+    def delta_history(
+        self, thread_id: str, ns: str, cid: str | None, channels: Sequence[str]
+    ) -> Op[DeltaHistory | None]:
+        tk = self.keys.thread(thread_id)
+        target = yield from self.get(thread_id, ns, cid)
+        if target is None:
+            return None
+        rows: dict[
+            str, tuple[CheckpointRow, builtins.list[WriteRow], dict[str, Any]]
+        ] = {}
+        fetched_to: set[str] = set()
+
+        class NeedMore(Exception):
+            pass
+
+        def get_row(c: str) -> CheckpointRow | None:
+            if c in rows:
+                return rows[c][0]
+            if c in fetched_to:
+                return None
+            raise NeedMore(c)
+
+        while True:
+            try:
+                history = walk_delta_history(
+                    target.row,
+                    channels,
+                    get_row=get_row,
+                    get_writes=lambda r: ordered_writes(rows[r.checkpoint_id][1]),
+                    get_value=lambda r, ch: rows[r.checkpoint_id][2].get(ch),
+                )
+                break
+            except NeedMore as more:
+                start = str(more.args[0])
+                args = [
+                    E.enc(ns),
+                    start,
+                    WALK_PAGE,
+                    ormsgpack.packb(list(channels)),
+                    tk.log_prefix,
+                ]
+                replies = yield Call("walk", tk.script_keys, args)
+                if not replies:
+                    fetched_to.add(start)
+                last: CheckpointRow | None = None
+                for r in replies:
+                    f = L.parse_fetched(thread_id, r)
+                    vals = {ch: _manifest(v) for ch, (v, _, _) in f.values.items()}
+                    rows[f.row.checkpoint_id] = (f.row, f.writes, vals)
+                    last = f.row
+                if len(replies) < WALK_PAGE and last is not None:
+                    if last.parent_id is not None and last.parent_id not in rows:
+                        fetched_to.add(last.parent_id)
+        pending = {
+            ch: v
+            for ch, v in history.seeds.items()
+            if isinstance(v, ListItems) and not v.items and v.runs
+        }
+        if pending:
+            req = [[v.epoch, [list(r) for r in v.runs]] for v in pending.values()]
+            items = yield Call(
+                "ranges", [tk.ids], [ormsgpack.packb(req), tk.log_prefix]
+            )
+            for (ch, v), got in zip(pending.items(), items, strict=True):
+                history.seeds[ch] = ListItems(
+                    v.epoch, v.runs, tuple(E.unpack_item(i) for i in got)
+                )
+        return history
+
+    # -- history rewrites: dump, transform with `model`, replace --------------------
+
+    def _load(self, thread_id: str) -> Op[tuple[model.Thread, int]]:
+        tk = self.keys.thread(thread_id)
+        dump = yield Call("dump", tk.script_keys, [tk.log_prefix])
+        return L.thread_from_dump(thread_id, dump)
+
+    def _replace(
+        self, thread_id: str, thread: model.Thread, gen: int | None
+    ) -> Op[bool]:
+        tk = self.keys.thread(thread_id)
+        keys = self._thread_keys(thread_id, registry=True)
+        args = ["" if gen is None else gen, self.s.ttl_ms, tk.log_prefix]
+        dump = L.dump_thread(thread)
+        reply = yield Call("replace", keys, [*args, dump, thread_id])
+        if L.text(reply) == "conflict":
+            return False
+        if not thread and self.s.cluster:
+            yield from self._unregister_cluster(thread_id)
+        return True
+
+    def _unregister_cluster(self, thread_id: str) -> Op[None]:
+        """Take an emptied thread out of the registry (another slot); a put that
+        raced in meanwhile is registered again."""
+        yield Call(None, [self.keys.threads], [thread_id], command="ZREM")
+        tk = self.keys.thread(thread_id)
+        if (yield Call(None, [tk.ids], [], command="EXISTS")):
+            now = int(time.time() * 1000)
+            yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
+
+    def _rewrite(
+        self, thread_id: str, change: Callable[[model.Thread], None]
+    ) -> Op[None]:
+        for _ in range(10):
+            thread, gen = yield from self._load(thread_id)
+            if not thread:
+                return
+            change(thread)
+            if (yield from self._replace(thread_id, thread, gen)):
+                return
+        raise StoreError(f"thread {thread_id!r} kept changing during a history rewrite")
+
+    def delete_thread(self, thread_id: str) -> Op[None]:
+        tk = self.keys.thread(thread_id)
+        keys = self._thread_keys(thread_id, registry=True)
+        yield Call("delete", keys, [tk.log_prefix, thread_id])
+        if self.s.cluster:
+            yield Call(None, [self.keys.threads], [thread_id], command="ZREM")
+
+    def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> Op[None]:
+        for t in thread_ids:
+            if not keep_latest:
+                yield from self.delete_thread(t)
+                continue
+
+            def change(thread: model.Thread) -> None:
+                for ns in thread.values():
+                    model.keep_latest(ns)
+
+            yield from self._rewrite(t, change)
+
+    def delete_runs(self, run_keys: Iterable[str]) -> Op[None]:
+        keys = list(run_keys)
+        threads: set[str] = set()
+        for key in keys:
+            members = yield Call(None, [self.keys.run(key)], [], command="SMEMBERS")
+            threads.update(L.text(m) for m in members)
+        wanted = set(keys)
+        for t in sorted(threads):
+
+            def change(thread: model.Thread) -> None:
+                for name, ns in list(thread.items()):
+                    model.drop_run_records(ns, wanted)
+                    doomed = {c for c, r in ns.rows.items() if r.run_key in wanted}
+                    if doomed:
+                        model.delete_ids(ns, doomed)
+                    if not ns.rows:
+                        del thread[name]
+
+            yield from self._rewrite(t, change)
+        for key in keys:
+            yield Call(None, [self.keys.run(key)], [], command="DEL")
+
+    def thread_records(self, thread_id: str) -> Op[builtins.list[WriteRow]]:
+        """One HGETALL of the thread's writes hash (no values, no logs)."""
+        found = yield Call(None, [self.keys.thread(thread_id).w], [], command="HGETALL")
+        pairs = found.values() if isinstance(found, dict) else found[1::2]
+        return [
+            w
+            for blob in pairs
+            for w in E.unpack_writes(blob)
+            if w.channel == RECORD_CHANNEL
+        ]
+
+    def export_thread(self, thread_id: str) -> Op[model.Thread]:
+        thread, _ = yield from self._load(thread_id)
+        return thread
+
+    def import_thread(self, thread_id: str, thread: model.Thread) -> Op[None]:
+        """Replace a thread with `thread` (restoring it from the archive); it
+        keeps its place in the registry, or takes its newest checkpoint's."""
+        yield from self._replace(thread_id, thread, None)
+        if thread:
+            rows = [r for ns in thread.values() for r in ns.rows.values()]
+            yield from self._register(thread_id, rows, restored_activity_ms(thread))
+
+    def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> Op[None]:
+        key = self.keys.thread(thread_id).gone
+        yield Call(None, [key], [str(at_us), "EX", str(ttl_s)], command="SET")
+
+    def deleted_at(self, thread_id: str) -> Op[int | None]:
+        found = yield Call(None, [self.keys.thread(thread_id).gone], [], command="GET")
+        return None if found is None else int(found)
+
+    def _register(
+        self,
+        thread_id: str,
+        rows: Iterable[CheckpointRow],
+        restored_ms: int | None = None,
+    ) -> Op[None]:
+        """Add a rewritten thread to the thread registry and run index: now, or
+        (`restored_ms`) only when it is not registered yet."""
+        if restored_ms is None:
+            now = int(time.time() * 1000)
+            yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
+        else:
+            args = ["NX", restored_ms, thread_id]
+            yield Call(None, [self.keys.threads], args, command="ZADD")
+        for run_key in {r.run_key for r in rows if r.run_key}:
+            yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")
+
+    def copy_thread(self, source: str, target: str) -> Op[None]:
+        src, _ = yield from self._load(source)
+        if not src:
+            return
+        for _ in range(10):
+            dst, gen = yield from self._load(target)
+            added = model.copy_into(src, dst, target)
+            if (yield from self._replace(target, dst, gen if dst else None)):
+                break
+        else:
+            raise StoreError(f"thread {target!r} kept changing during copy_thread")
+        yield from self._register(target, added)
+
+    def count_checkpoints(self) -> Op[int]:
+        total = 0
+        cursor = 0
+        while True:
+            threads = yield from self.threads(cursor, 500)
+            for t in threads:
+                n = yield Call(None, [self.keys.thread(t).cp], [], command="HLEN")
+                total += int(n)
+            if len(threads) < 500:
+                return total
+            cursor += 500
+
+
+def _head_row(thread_id: str, mem: Any, blob: Any) -> CheckpointRow | None:
+    """A thread's latest row from the heads script (None when it has none)."""
+    if not blob:
+        return None
+    ns_enc, _, cid = L.text(mem).partition("\0")
+    return E.unpack_row(thread_id, unquote(ns_enc), cid, blob)
+
+
+def _as_list(value: Any) -> ListValue:
+    assert isinstance(value, ListValue)
+    return value
+
+
+def _hold_nothing(thread_id: str) -> Held:
+    """A reader that holds nothing decoded: every list element is sent."""
+    return {}
+
+
+def _manifest(value: Any) -> ResolvedValue | None:
+    """A value as the walk needs it: lists unresolved (items fetched at the end)."""
+    if isinstance(value, ListValue):
+        return ListItems(value.epoch, value.runs, ())
+    return value  # type: ignore[no-any-return]
+
+
+def _stored(f: L.Fetched) -> StoredTuple:
+    values: dict[str, ResolvedValue] = {}
+    for ch, (v, items, held) in f.values.items():
+        if not is_empty(v):
+            values[ch] = L.list_items(v, items, held)
+    return StoredTuple(row=f.row, values=values, writes=ordered_writes(f.writes))

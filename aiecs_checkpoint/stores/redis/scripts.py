@@ -1,0 +1,367 @@
+"""The Redis store's server-side Lua scripts (one round trip per hot operation).
+
+Keys and fields are those of `stores.redis.layout`; records are the blobs of
+`stores.encoding` (scripts read only their Lua-readable headers).
+"""
+
+_COMMON = r"""
+local function touch(ttl, logprefix)
+  if ttl > 0 then
+    for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+    for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+      redis.call('PEXPIRE', logprefix .. e, ttl)
+    end
+  end
+end
+local function row_head(row_blob)
+  local hlen = struct.unpack('>I4', row_blob)
+  return cmsgpack.unpack(string.sub(row_blob, 5, 4 + hlen))
+end
+local function unpack_held(arg)
+  if arg == '' then return nil end
+  return cmsgpack.unpack(arg)
+end
+local function resolve(mem, row_blob, logprefix, only, held)
+  local head = row_head(row_blob)
+  local vals = {}
+  local nsenc = nil
+  if held then nsenc = string.sub(mem, 1, string.find(mem, '\0', 1, true)) end
+  for _, vk in ipairs(head[2]) do
+    if only == nil or only[vk[1]] then
+      local blob = redis.call('HGET', KEYS[4], vk[2])
+      if blob then
+        local items, skip = {}, 0
+        if only == nil and string.sub(blob, 1, 1) == 'l' then
+          local v = cmsgpack.unpack(string.sub(blob, 2))
+          local h = held and held[nsenc .. vk[1]]
+          if h and h[1] == v[1] then skip = h[2] end
+          for _, run in ipairs(v[2]) do
+            local first = math.max(run[1], skip)
+            if first < run[2] then
+              local part = redis.call('LRANGE', logprefix .. v[1], first, run[2] - 1)
+              for _, it in ipairs(part) do items[#items + 1] = it end
+            end
+          end
+        end
+        vals[#vals + 1] = {vk[1], blob, items, skip}
+      end
+    end
+  end
+  local writes = redis.call('HGET', KEYS[5], mem) or ''
+  return {mem, row_blob, vals, writes}
+end
+"""
+
+PUT = (
+    _COMMON
+    + r"""
+local ns, cid = ARGV[1], ARGV[2]
+local vals = cmsgpack.unpack(ARGV[8])
+for _, e in ipairs(vals) do
+  if e[1] == 'l' and e[4] ~= '' and redis.call('SISMEMBER', KEYS[7], e[4]) == 0 then
+    return {'stale'}
+  end
+end
+local assigned = {}
+for _, e in ipairs(vals) do
+  if e[1] == 't' then
+    redis.call('HSET', KEYS[4], e[2], e[3])
+  else
+    local epoch = e[4]
+    if epoch == '' then
+      epoch = redis.call('HGET', KEYS[6], e[3])
+      if not epoch then
+        epoch = e[5]
+        redis.call('HSET', KEYS[6], e[3], epoch)
+      end
+    end
+    redis.call('SADD', KEYS[7], epoch)
+    local logkey = ARGV[6] .. epoch
+    local items = e[7]
+    local start = redis.call('LLEN', logkey)
+    for i = 1, #items, 512 do
+      redis.call('RPUSH', logkey, unpack(items, i, math.min(i + 511, #items)))
+    end
+    local runs, rs, re = {}, -1, -1
+    local slots = e[6]
+    for i = 1, #slots, 2 do
+      local p, n = slots[i], slots[i + 1]
+      if p < 0 then p = start - p - 1 end
+      if p == re then
+        re = p + n
+      else
+        if rs >= 0 then runs[#runs + 1] = {rs, re} end
+        rs, re = p, p + n
+      end
+    end
+    if rs >= 0 then runs[#runs + 1] = {rs, re} end
+    local blob = 'l' .. cmsgpack.pack({epoch, runs})
+    redis.call('HSET', KEYS[4], e[2], blob)
+    assigned[#assigned + 1] = {e[8], blob}
+  end
+end
+local mem = ns .. '\0' .. cid
+redis.call('ZADD', KEYS[1], 0, mem)
+redis.call('ZADD', KEYS[2], 0, cid .. '\0' .. ns)
+redis.call('HSET', KEYS[3], mem, ARGV[3])
+redis.call('HINCRBY', KEYS[6], '#gen', 1)
+if KEYS[8] then redis.call('ZADD', KEYS[8], ARGV[7], ARGV[5]) end
+if KEYS[9] then redis.call('SADD', KEYS[9], ARGV[5]) end
+touch(tonumber(ARGV[4]), ARGV[6])
+return {'ok', assigned}
+"""
+)
+
+PUT_WRITES = (
+    _COMMON
+    + r"""
+local function frames(blob)
+  local out, i = {}, 1
+  while i <= #blob do
+    local klen, j = struct.unpack('>I4', blob, i)
+    local key = string.sub(blob, j, j + klen - 1)
+    local special = string.byte(blob, j + klen)
+    local elen, k = struct.unpack('>I4', blob, j + klen + 1)
+    local frame = string.sub(blob, i, k + elen - 1)
+    out[#out + 1] = {key, special, frame}
+    i = k + elen
+  end
+  return out
+end
+local cur = frames(redis.call('HGET', KEYS[5], ARGV[1]) or '')
+local pos = {}
+for i, f in ipairs(cur) do pos[f[1]] = i end
+for _, f in ipairs(frames(ARGV[2])) do
+  local i = pos[f[1]]
+  if i == nil then
+    cur[#cur + 1] = f
+    pos[f[1]] = #cur
+  elseif f[2] == 1 then
+    cur[i] = f
+  end
+end
+local parts = {}
+for i, f in ipairs(cur) do parts[i] = f[3] end
+redis.call('HSET', KEYS[5], ARGV[1], table.concat(parts))
+redis.call('HINCRBY', KEYS[6], '#gen', 1)
+touch(tonumber(ARGV[3]), ARGV[4])
+return 1
+"""
+)
+
+GET = (
+    _COMMON
+    + r"""
+local ns, cid = ARGV[1], ARGV[2]
+local mem
+if cid == '' then
+  local r = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ns .. '\1', '(' .. ns .. '\0',
+                       'LIMIT', 0, 1)
+  if #r == 0 then return false end
+  mem = r[1]
+else
+  mem = ns .. '\0' .. cid
+end
+local row = redis.call('HGET', KEYS[3], mem)
+if not row then return false end
+touch(tonumber(ARGV[4]), ARGV[3])
+return resolve(mem, row, ARGV[3], nil, unpack_held(ARGV[5]))
+"""
+)
+
+LIST = (
+    _COMMON
+    + r"""
+local ns, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local all_ns = ARGV[5] == '1'
+local members
+if all_ns then
+  local hi = '+'
+  if before ~= '' then hi = '(' .. before end
+  members = redis.call('ZREVRANGEBYLEX', KEYS[2], hi, '-', 'LIMIT', 0, limit)
+else
+  local hi = '(' .. ns .. '\1'
+  if before ~= '' then hi = '(' .. ns .. '\0' .. before end
+  members = redis.call('ZREVRANGEBYLEX', KEYS[1], hi, '(' .. ns .. '\0',
+                       'LIMIT', 0, limit)
+end
+local held = unpack_held(ARGV[7])
+local out = {}
+for _, m in ipairs(members) do
+  local mem = m
+  if all_ns then
+    local sep = string.find(m, '\0', 1, true)
+    mem = string.sub(m, sep + 1) .. '\0' .. string.sub(m, 1, sep - 1)
+  end
+  local row = redis.call('HGET', KEYS[3], mem)
+  if row then out[#out + 1] = resolve(mem, row, ARGV[4], nil, held) end
+end
+if #out > 0 then touch(tonumber(ARGV[6]), ARGV[4]) end
+return {#members, out}
+"""
+)
+
+WALK = (
+    _COMMON
+    + r"""
+local ns, cid, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local only = {}
+for _, ch in ipairs(cmsgpack.unpack(ARGV[4])) do only[ch] = true end
+local out = {}
+local cursor = cid
+while cursor ~= '' and #out < limit do
+  local mem = ns .. '\0' .. cursor
+  local row = redis.call('HGET', KEYS[3], mem)
+  if not row then break end
+  out[#out + 1] = resolve(mem, row, ARGV[5], only, nil)
+  cursor = row_head(row)[1]
+end
+return out
+"""
+)
+
+RANGES = r"""
+local out = {}
+for i, req in ipairs(cmsgpack.unpack(ARGV[1])) do
+  local items = {}
+  for _, run in ipairs(req[2]) do
+    local part = redis.call('LRANGE', ARGV[2] .. req[1], run[1], run[2] - 1)
+    for _, it in ipairs(part) do items[#items + 1] = it end
+  end
+  out[i] = items
+end
+return out
+"""
+
+DUMP = r"""
+local logs = {}
+for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  logs[#logs + 1] = {e, redis.call('LRANGE', ARGV[1] .. e, 0, -1)}
+end
+return {redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),
+        redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6]), logs}
+"""
+
+REPLACE = (
+    _COMMON
+    + r"""
+local gen = tonumber(redis.call('HGET', KEYS[6], '#gen') or '0')
+if ARGV[1] ~= '' and gen ~= tonumber(ARGV[1]) then return 'conflict' end
+for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  redis.call('DEL', ARGV[3] .. e)
+end
+for i = 1, 7 do redis.call('DEL', KEYS[i]) end
+local d = cmsgpack.unpack(ARGV[4])
+for i = 1, #d[1], 2 do
+  local mem = d[1][i]
+  local sep = string.find(mem, '\0', 1, true)
+  redis.call('HSET', KEYS[3], mem, d[1][i + 1])
+  redis.call('ZADD', KEYS[1], 0, mem)
+  local flipped = string.sub(mem, sep + 1) .. '\0' .. string.sub(mem, 1, sep - 1)
+  redis.call('ZADD', KEYS[2], 0, flipped)
+end
+for i = 1, #d[2], 2 do redis.call('HSET', KEYS[4], d[2][i], d[2][i + 1]) end
+for i = 1, #d[3], 2 do redis.call('HSET', KEYS[5], d[3][i], d[3][i + 1]) end
+for i = 1, #d[4], 2 do redis.call('HSET', KEYS[6], d[4][i], d[4][i + 1]) end
+for _, log in ipairs(d[5]) do
+  redis.call('SADD', KEYS[7], log[1])
+  local items = log[2]
+  for i = 1, #items, 512 do
+    redis.call('RPUSH', ARGV[3] .. log[1], unpack(items, i, math.min(i + 511, #items)))
+  end
+end
+if #d[1] > 0 then
+  redis.call('HSET', KEYS[6], '#gen', gen + 1)
+  touch(tonumber(ARGV[2]), ARGV[3])
+elseif KEYS[8] then
+  redis.call('ZREM', KEYS[8], ARGV[5])
+end
+return #d[1]
+"""
+)
+
+RECENT = r"""
+local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local out = {}
+local top = '+inf'
+if ms ~= '' then
+  local below = false
+  for _, m in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[1], ms, ms)) do
+    if #out >= 2 * limit then break end
+    below = below or less(m, thread)
+    if below then
+      out[#out + 1] = m
+      out[#out + 1] = ms
+    end
+  end
+  top = '(' .. ms
+end
+if #out < 2 * limit then
+  local rest = redis.call('ZREVRANGEBYSCORE', KEYS[1], top, '-inf', 'WITHSCORES',
+                          'LIMIT', 0, limit - #out / 2)
+  for _, x in ipairs(rest) do out[#out + 1] = x end
+end
+return out
+"""
+"""A page of the thread registry after the key (ARGV[1] ms, ARGV[2] thread id):
+by score, then member bytes, descending; flat [thread, score, ...]."""
+
+HEADS = r"""
+local registry = KEYS[4 * #ARGV + 1]
+local out = {}
+for t = 1, #ARGV do
+  local ids, order, cp, gone = KEYS[4 * t - 3], KEYS[4 * t - 2], KEYS[4 * t - 1],
+                               KEYS[4 * t]
+  local mem = ''
+  local r = redis.call('ZREVRANGEBYLEX', ids, '(\1', '(\0', 'LIMIT', 0, 1)
+  if #r > 0 then
+    mem = r[1]
+  else
+    local o = redis.call('ZREVRANGEBYLEX', order, '+', '-', 'LIMIT', 0, 1)
+    if #o > 0 then
+      local sep = string.find(o[1], '\0', 1, true)
+      mem = string.sub(o[1], sep + 1) .. '\0' .. string.sub(o[1], 1, sep - 1)
+    end
+  end
+  local row = ''
+  if mem ~= '' then row = redis.call('HGET', cp, mem) or '' end
+  if row == '' and registry then redis.call('ZREM', registry, ARGV[t]) end
+  out[t] = {mem, row, redis.call('GET', gone) or ''}
+end
+return out
+"""
+"""Per thread (ARGV: thread ids; KEYS: ids, order, cp, gone of each): its latest
+member and row (root namespace, else the newest of any namespace) and `gone`.
+Given the registry as a last key (standalone), a thread without rows leaves it
+(atomically: a put re-adds it in its own script)."""
+
+DELETE = r"""
+for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  redis.call('DEL', ARGV[1] .. e)
+end
+for i = 1, 7 do redis.call('DEL', KEYS[i]) end
+if KEYS[8] then redis.call('ZREM', KEYS[8], ARGV[2]) end
+return 1
+"""
+
+SCRIPTS = {
+    "put": PUT,
+    "put_writes": PUT_WRITES,
+    "get": GET,
+    "list": LIST,
+    "walk": WALK,
+    "ranges": RANGES,
+    "dump": DUMP,
+    "replace": REPLACE,
+    "delete": DELETE,
+    "recent": RECENT,
+    "heads": HEADS,
+}
