@@ -297,7 +297,10 @@ async def test_a_run_through_a_subgraph_is_one_request(
 
 
 async def _replay(
-    source: ContextEngineSaver, target: ContextEngineSaver, tid: str
+    source: ContextEngineSaver,
+    target: ContextEngineSaver,
+    tid: str,
+    pause: float = 0.0,
 ) -> None:
     """Save every checkpoint and pending write of `tid` again through `target`,
     oldest first, as another process saving the same data would (the writes
@@ -307,6 +310,7 @@ async def _replay(
         parent = t.parent_config or _config(tid, checkpoint_ns="")
         versions = t.checkpoint["channel_versions"]
         await target.aput(parent, t.checkpoint, t.metadata, versions)
+        await asyncio.sleep(pause)
         by_task: dict[str, list[tuple[str, Any]]] = {}
         for task_id, channel, value in t.pending_writes or []:
             by_task.setdefault(task_id, []).append((channel, value))
@@ -314,6 +318,21 @@ async def _replay(
         config = {**t.config, "metadata": {"run_id": run_id}} if run_id else t.config
         for task_id, writes in by_task.items():
             await target.aput_writes(config, writes, task_id)
+
+
+async def test_a_replay_slower_than_the_run_adds_no_processing_time() -> None:
+    kwargs = {"track_sessions": True}
+    async with ContextEngineSaver(**kwargs) as a:
+        graph = chat_graph().compile(checkpointer=a)
+        tid = _thread()
+        config: RunnableConfig = {**_config(tid), "metadata": {"run_id": "r1"}}
+        await graph.ainvoke({"messages": [HumanMessage("hi")]}, config)
+        before = await a.engine.get_session(tid)
+        assert before is not None and before.request_count == 1
+        await _replay(a, a, tid, pause=0.05)
+        after = await a.engine.get_session(tid)
+        assert after is not None and after.request_count == 1
+        assert after.total_processing_time == before.total_processing_time
 
 
 async def test_runs_with_ids_are_counted_once_across_processes(store_name: str) -> None:
