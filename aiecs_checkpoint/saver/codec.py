@@ -7,7 +7,7 @@ decodes with these functions. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,7 +30,7 @@ from aiecs_checkpoint.errors import (
     InvalidThreadIdError,
     SerializationError,
 )
-from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, Known, ListKey
+from aiecs_checkpoint.saver.cache import Known, ListKey, SaverCache
 from aiecs_checkpoint.stores.records import (
     EMPTY_TYPE,
     RECORD_CHANNEL,
@@ -50,6 +50,13 @@ from aiecs_checkpoint.stores.records import (
 )
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
+
+RUNTIME_KEY = "__pregel_runtime"
+"""Set in the config of every put LangGraph makes while running a graph."""
+
+DURABILITY_KEY = "__pregel_durability"
+"""A run's durability mode in the config LangGraph passes to put (absent when
+the default, "async")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,22 +165,21 @@ class PutPlan:
     row: CheckpointRow
     values: dict[str, tuple[Version, ValueWrite]]
     lists: dict[str, list[Any]]
+    bases: dict[str, Known | None]
+    """Per list: the generation it extends (its objects are the list's head)."""
 
 
 def encode_put(
     serde: SerializerProtocol,
-    index: ElementIndex | None,
-    cache: DecodeCache,
+    cache: SaverCache | None,
     config: RunnableConfig,
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     new_versions: ChannelVersions,
 ) -> PutPlan:
-    """Serialize a checkpoint; list values reuse element positions `index` knows.
+    """Serialize a checkpoint; list values reuse element positions `cache` knows.
 
-    Without an index every list element is serialized. Manual state updates
-    (`update_state`, forks) never reuse positions: their values come from the
-    caller, who may have edited objects it read.
+    Without a cache every list element is serialized.
     """
     target = parse_config(config)
     cid = checkpoint.get("id")
@@ -184,12 +190,19 @@ def encode_put(
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")
-    dirty = (
-        index.edited(target.thread_id, target.checkpoint_ns, cid) if index else set()
+    conf = config.get("configurable") or {}
+    # A run with LangGraph's default durability saves checkpoints in the
+    # background: see `SaverCache.candidates`.
+    background = RUNTIME_KEY in conf and conf.get(DURABILITY_KEY) in (None, "async")
+    dirty, predating = (
+        cache.edited(target.thread_id, target.checkpoint_ns, cid)
+        if cache
+        else (set(), set())
     )
     values_in = checkpoint.get("channel_values", {})
     values: dict[str, tuple[Version, ValueWrite]] = {}
     lists: dict[str, list[Any]] = {}
+    bases: dict[str, Known | None] = {}
     for ch, version in new_versions.items():
         if ch not in values_in:
             values[ch] = (version, (EMPTY_TYPE, b""))
@@ -197,13 +210,11 @@ def encode_put(
         value = values_in[ch]
         if type(value) is list:
             key = (target.thread_id, target.checkpoint_ns, ch)
-            known = index.lookup(key) if index else None
-            if known is not None:
-                edited = set(map(id, value)) if manual else dirty
-                cache.forget(key, known.epoch, known.positions_of(edited))
-            if manual:
-                known = None
-            values[ch] = (version, plan_list(serde, known, dirty, ch, value))
+            gens = cache.candidates(key, manual, background) if cache else []
+            write, bases[ch] = plan_list(
+                serde, cache, key, gens, (dirty, predating), value
+            )
+            values[ch] = (version, write)
             lists[ch] = value
         else:
             values[ch] = (version, dumps(serde, value, f"channel {ch!r}"))
@@ -219,81 +230,134 @@ def encode_put(
         run_key=run_key(md.get("run_id")),
         delta_channels=tuple(sorted(counters)),
     )
-    return PutPlan(row=row, values=values, lists=lists)
+    return PutPlan(row=row, values=values, lists=lists, bases=bases)
+
+
+def _items(
+    serde: SerializerProtocol, channel: str, value: list[Any], indexes: Iterable[int]
+) -> tuple[Typed, ...]:
+    return tuple(
+        dumps(serde, value[i], f"channel {channel!r} item {i}") for i in indexes
+    )
 
 
 def plan_list(
     serde: SerializerProtocol,
-    known: Known | None,
-    dirty: set[int],
-    channel: str,
+    cache: SaverCache | None,
+    key: ListKey,
+    gens: list[tuple[Known, bool]],
+    edited: tuple[set[int], set[int]],
     value: list[Any],
-) -> ListWrite:
-    """Serialize only the elements not already stored (per `known`)."""
-    if known is not None and known.extended_by(value, dirty):
+) -> tuple[ListWrite, Known | None]:
+    """Serialize only the elements not already stored; also returns the
+    generation whose objects are the list's head, if one is.
+
+    Fast path: `value` starts with exactly the objects of a generation (a list
+    that only grew), checked at C speed; a read generation's objects must also
+    still equal what is stored. Otherwise each element reuses the position of
+    the same object in the generation with the most of them, if unchanged.
+    `edited`: ids to serialize again, and ids to keep as stored (see
+    `SaverCache.edited`).
+    """
+    channel = key[2]
+    dirty, predating = edited
+    for known, verify in gens:
         n = len(known.elements)
-        new_items = tuple(
-            dumps(serde, value[i], f"channel {channel!r} item {i}")
-            for i in range(n, len(value))
-        )
+        if not known.extended_by(value, dirty):
+            continue
+        if verify and n and cache is not None:
+            head = value[:n]
+            same = cache.unchanged(key, known.epoch, known.positions, head)
+            if not all(
+                s or id(v) in predating for s, v in zip(same, head, strict=True)
+            ):
+                break
+        new_items = _items(serde, channel, value, range(n, len(value)))
         fresh = len(new_items)
-        return ListWrite(
+        runs = known.slot_runs
+        write = ListWrite(
             epoch=known.epoch if n else None,
-            slots=(*known.positions, *range(-1, -fresh - 1, -1)),
+            runs=(*runs, (-1, fresh)) if fresh else runs,
             new_items=new_items,
-            runs=(*known.slot_runs, (-1, fresh)) if fresh else known.slot_runs,
         )
-    reuse = known.reuse(value, dirty) if known is not None else [None] * len(value)
+        return write, known
+    reuse = _reusable(cache, key, gens, edited, value)
     slots: list[int] = []
     items: list[Typed] = []
     for i, position in enumerate(reuse):
         if position is not None:
             slots.append(position)
         else:
-            items.append(dumps(serde, value[i], f"channel {channel!r} item {i}"))
+            items += _items(serde, channel, value, (i,))
             slots.append(-len(items))
     reused = len(items) < len(value)
-    return ListWrite(
-        epoch=known.epoch if reused and known is not None else None,
-        slots=tuple(slots),
-        new_items=tuple(items),
-    )
+    epoch = _best(gens, value)[0].epoch if reused else None
+    return ListWrite.of_slots(epoch, slots, tuple(items)), None
+
+
+def _best(gens: list[tuple[Known, bool]], value: list[Any]) -> tuple[Known, bool]:
+    """The generation holding the most of `value`'s objects."""
+    ids = set(map(id, value))
+    return max(gens, key=lambda g: g[0].hits(ids))
+
+
+def _reusable(
+    cache: SaverCache | None,
+    key: ListKey,
+    gens: list[tuple[Known, bool]],
+    edited: tuple[set[int], set[int]],
+    value: list[Any],
+) -> list[int | None]:
+    """Per element of `value`, the stored position it can reuse, or None."""
+    if not gens:
+        return [None] * len(value)
+    dirty, predating = edited
+    known, verify = _best(gens, value)
+    by_id = known.by_id()
+    reuse: list[int | None] = []
+    for element in value:
+        hit = by_id.get(id(element))
+        ok = hit is not None and hit[0] is element and id(element) not in dirty
+        reuse.append(hit[1] if ok and hit is not None else None)
+    if verify and cache is not None:
+        matched = [i for i, p in enumerate(reuse) if p is not None]
+        same = cache.unchanged(
+            key,
+            known.epoch,
+            [reuse[i] for i in matched],  # type: ignore[misc]
+            [value[i] for i in matched],
+        )
+        for i, ok in zip(matched, same, strict=True):
+            if not ok and id(value[i]) not in predating:
+                reuse[i] = None
+    return reuse
 
 
 def note_written(
-    index: ElementIndex,
-    cache: DecodeCache,
-    target: Target,
-    writes: Sequence[tuple[str, Any]],
+    cache: SaverCache, target: Target, writes: Sequence[tuple[str, Any]]
 ) -> None:
-    """A task wrote these objects: stored ones are treated as edited from now on.
-
-    Later puts serialize them again, and their cached decodes are dropped at
-    once, so a read made before the next checkpoint (an interrupt, a failed
-    sibling, `get_state`) returns the stored value, not the object the task
-    may have edited in place.
-    """
+    """A task wrote these objects: stored ones are treated as edited from now on,
+    so later puts serialize them again."""
     assert target.checkpoint_id is not None
     for channel, value in writes:
         items = value if type(value) is list else (value,)
-        hit = index.mark_edited(
+        cache.mark_edited(
             target.thread_id, target.checkpoint_ns, target.checkpoint_id, channel, items
         )
-        if hit is not None:
-            key = (target.thread_id, target.checkpoint_ns, channel)
-            cache.forget(key, hit[0], hit[1])
 
 
 def record_lists(
-    index: ElementIndex, plan: PutPlan, assigned: Mapping[str, ListValue]
+    cache: SaverCache, plan: PutPlan, assigned: Mapping[str, ListValue]
 ) -> None:
     """After a put, remember where each list element now lives."""
     row = plan.row
     for ch, value in plan.lists.items():
         stored = assigned[ch]
+        write = plan.values[ch][1]
+        assert isinstance(write, ListWrite)
         key = (row.thread_id, row.checkpoint_ns, ch)
-        index.record(key, stored.epoch, value, stored.runs)
-        index.settle(row.thread_id, row.checkpoint_ns, row.checkpoint_id, value)
+        cache.record_written(key, stored, value, write, plan.bases.get(ch))
+        cache.settle(row.thread_id, row.checkpoint_ns, row.checkpoint_id, value)
 
 
 def encode_writes(
@@ -319,29 +383,20 @@ def encode_writes(
 
 
 class Decoder:
-    """Turns stored tuples back into LangGraph objects, decoding list elements once."""
+    """Turns stored tuples back into LangGraph objects the caller owns; list
+    elements are decoded once per process and copied for each read."""
 
-    def __init__(
-        self, serde: SerializerProtocol, index: ElementIndex, cache: DecodeCache
-    ) -> None:
+    def __init__(self, serde: SerializerProtocol, cache: SaverCache) -> None:
         self.serde = serde
-        self.index = index
         self.cache = cache
 
     def value(self, key: ListKey, resolved: ResolvedValue) -> Any:
-        """A channel value; list elements come from the decode cache."""
+        """A channel value; list elements come from the cache, copied."""
         if not isinstance(resolved, ListItems):
             return self.serde.loads_typed(resolved)
-        out = self.cache.decode(
-            key,
-            resolved.epoch,
-            resolved.runs,
-            resolved.items,
-            resolved.held,
-            self.serde.loads_typed,
+        return self.cache.read_list(
+            key, resolved.epoch, resolved.runs, resolved.items, resolved.held
         )
-        self.index.record(key, resolved.epoch, out, resolved.runs)
-        return out
 
     def metadata(self, stored: StoredTuple) -> CheckpointMetadata:
         """The checkpoint's metadata."""

@@ -1,9 +1,11 @@
 """The saver's reads: get_tuple, list and the delta-channel history walk.
 
 Each read is one store operation: validate the config (`codec`), ask the store,
-decode with the saver's `Decoder`. On a store that skips held elements (Redis),
+decode with the saver's `Decoder`. Everything a read returns is the caller's
+own: list elements are copied from what the cache keeps (`saver.elements`),
+everything else is decoded afresh. On a store that skips held elements (Redis),
 a read tells it which leading list elements this process holds decoded
-(`DecodeCache.held`), so the reply carries only what changed; if the cache
+(`SaverCache.held`), so the reply carries only what changed; if the cache
 dropped some of them meanwhile (`OmittedElement`), that checkpoint is fetched
 again whole, the only extra round trip.
 """

@@ -30,6 +30,7 @@ from aiecs_checkpoint.stores.records import (
     RECORD_CHANNEL,
     CheckpointRow,
     DeltaHistory,
+    Held,
     ListItems,
     ListValue,
     ListWrite,
@@ -48,6 +49,7 @@ from aiecs_checkpoint.stores.records import (
     merge_writes,
     ordered_writes,
     random_id,
+    runs_of,
     walk_delta_history,
 )
 
@@ -98,8 +100,7 @@ def append_list(ns: Namespace, channel: str, write: ListWrite) -> ListValue:
     ns.epochs.setdefault(channel, epoch)
     start = len(log)
     log.extend(write.new_items)
-    positions = (s if s >= 0 else start - s - 1 for s in write.slots)
-    return ListValue(epoch=epoch, runs=compress_positions(positions))
+    return ListValue(epoch=epoch, runs=runs_of(write.slot_runs(), start))
 
 
 def insert_row(ns: Namespace, row: CheckpointRow) -> CheckpointRow | None:
@@ -121,21 +122,29 @@ def put_writes(ns: Namespace, checkpoint_id: str, rows: Sequence[WriteRow]) -> N
     stored.update(merge_writes(stored, rows))
 
 
-def value(ns: Namespace, channel: str, version: Version) -> ResolvedValue | None:
-    """The stored value of (channel, version), list elements resolved."""
+def value(
+    ns: Namespace, channel: str, version: Version, held: tuple[str, int] | None = None
+) -> ResolvedValue | None:
+    """The stored value of (channel, version), list elements resolved, except
+    the leading positions a reader holds (`held`: epoch, count) of that log."""
     stored = ns.values.get((channel, version))
     if isinstance(stored, ListValue):
         log = ns.logs[(channel, stored.epoch)]
-        items = tuple(log[p] for p in expand_runs(stored.runs))
-        return ListItems(stored.epoch, stored.runs, items)
+        skip = held[1] if held is not None and held[0] == stored.epoch else 0
+        items: list[Typed] = []
+        for start, stop in stored.runs:
+            items += log[max(start, skip) : stop]
+        return ListItems(stored.epoch, stored.runs, tuple(items), skip)
     return stored
 
 
-def resolve(ns: Namespace, row: CheckpointRow) -> StoredTuple:
-    """A row with its values and ordered writes."""
+def resolve(ns: Namespace, row: CheckpointRow, held: Held | None = None) -> StoredTuple:
+    """A row with its values and ordered writes (see `value` for `held`)."""
     values: dict[str, ResolvedValue] = {}
+    name = row.checkpoint_ns
     for ch, ver in row.versions.items():
-        resolved = value(ns, ch, ver)
+        mine = held.get((name, ch)) if held else None
+        resolved = value(ns, ch, ver, mine)
         if resolved is not None and not is_empty(resolved):
             values[ch] = resolved
     writes = ordered_writes(ns.writes.get(row.checkpoint_id, {}).values())

@@ -58,7 +58,7 @@ class MemoryStore:
     """Checkpoint storage in process memory; safe to share between threads."""
 
     backend = "memory"
-    skips_held = False
+    skips_held = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -104,15 +104,15 @@ class MemoryStore:
     def get(
         self, thread_id: str, ns: str, cid: str | None, held: Held | None = None
     ) -> Op[StoredTuple | None]:
-        """The checkpoint by id, or the latest of the namespace when id is None
-        (every list element is resolved: `held` does not apply here)."""
+        """The checkpoint by id, or the latest of the namespace when id is None,
+        without the list elements the reader holds (`held`)."""
         yield from NO_IO
         with self._lock:
             space = self._ns(thread_id, ns)
             if space is None or not space.ids:
                 return None
             row = space.rows.get(cid or space.ids[-1])
-            return None if row is None else model.resolve(space, row)
+            return None if row is None else model.resolve(space, row, held)
 
     def list(
         self,
@@ -131,7 +131,7 @@ class MemoryStore:
                 for n in self._threads.get(t, {})
                 if ns is None or n == ns
             ]
-        streams = [self._iter_ns(t, n, before) for t, n in sources]
+        streams = [self._iter_ns(t, n, before, held) for t, n in sources]
         merged = (
             streams[0]
             if len(streams) == 1
@@ -143,10 +143,15 @@ class MemoryStore:
             yield Emit(item)
 
     def _iter_ns(
-        self, thread_id: str, ns: str, before: str | None
+        self,
+        thread_id: str,
+        ns: str,
+        before: str | None,
+        held: Callable[[str], Held] | None,
     ) -> Iterator[StoredTuple]:
         cursor = before
         while True:
+            hold = held(thread_id) if held is not None else None
             with self._lock:
                 space = self._ns(thread_id, ns)
                 if space is None:
@@ -155,7 +160,7 @@ class MemoryStore:
                 if cursor is not None:
                     hi = bisect.bisect_left(space.ids, cursor)
                 page = [
-                    model.resolve(space, space.rows[cid])
+                    model.resolve(space, space.rows[cid], hold)
                     for cid in reversed(space.ids[max(0, hi - PAGE) : hi])
                 ]
             if not page:

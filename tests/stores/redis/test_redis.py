@@ -447,7 +447,7 @@ def test_a_cache_dropped_between_request_and_decoding_costs_a_second_fetch(
                 saver._reset_caches()
             else:
                 key = (thread, "", "messages")
-                saver._ctx.cache.forget(key, value.epoch, [7])
+                saver._ctx.cache.forget_log(key, value.epoch, [7])
             return stored
 
         monkeypatch.setattr(store, "get", drop)
@@ -528,7 +528,7 @@ def test_a_put_sends_list_slots_as_runs_not_one_number_per_element() -> None:
         (-3, 1),
     )
     assert slot_runs([]) == ()
-    grown = ListWrite("e", (*range(1000), -1), (("str", b"x"),))
+    grown = ListWrite.of_slots("e", (*range(1000), -1), (("str", b"x"),))
     assert grown.slot_runs() == ((0, 1000), (-1, 1))
     assert len(pack_values("", {"messages": ("1", grown)})) < 200
 
