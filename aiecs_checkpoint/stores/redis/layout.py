@@ -104,6 +104,7 @@ class ThreadKeys:
     epochs: str
     log_prefix: str
     gone: str
+    runs: str
 
     @property
     def script_keys(self) -> list[str]:
@@ -129,6 +130,7 @@ class Keys:
             epochs=f"{base}:epochs",
             log_prefix=f"{base}:log:",
             gone=f"{base}:gone",
+            runs=f"{base}:runs",
         )
 
     def run(self, run_key: str) -> str:
