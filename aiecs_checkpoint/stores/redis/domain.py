@@ -25,7 +25,7 @@ from aiecs_checkpoint.stores.domain_records import (
 )
 from aiecs_checkpoint.stores.encoding import enc
 from aiecs_checkpoint.stores.ops import Op
-from aiecs_checkpoint.stores.records import Typed
+from aiecs_checkpoint.stores.records import Typed, random_id
 from aiecs_checkpoint.stores.redis import domain_layout as D
 from aiecs_checkpoint.stores.redis.client import Call, RedisSettings
 from aiecs_checkpoint.stores.redis.layout import text
@@ -101,6 +101,7 @@ class RedisDomainStore:
             expect[0] if expect else "",
             expect[1] if expect else b"",
             self.keys.status_prefix,
+            random_id(),
         ]
         reply = yield Call("d_update", keys, args)
         if reply[0] == 0:
@@ -192,7 +193,7 @@ class RedisDomainStore:
     def _append(
         self, session_id: str, key: str, blob: bytes, cap: int, required: str
     ) -> Op[int]:
-        args = [*self._write_head(session_id), cap, blob, required]
+        args = [*self._write_head(session_id), cap, blob, required, random_id()]
         n = yield Call("d_append", self._groups(key), args)
         if n >= 0:
             yield from self._touch_group(session_id)

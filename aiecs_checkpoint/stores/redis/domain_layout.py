@@ -27,6 +27,9 @@ Cluster slot; T = a conversation-session type, percent-encoded):
 | `P:{S}:csets`            | set  | T of every conversation session of S              |
 | `P:{S}:cs:T`             | str  | a conversation session (framed like `tc`)         |
 | `P:{S}:cm:T`             | list | its agent messages, oldest first                  |
+| `P:{S}:ops`              | zset | ids of the group's last 64 counter updates and    |
+|                          |      | appends (score: ms): a retry of one that ran      |
+|                          |      | (after a socket timeout) changes nothing          |
 | `P:groups`               | zset | S -> last write (ms): every group that holds data |
 | `P:sessions`             | zset | S -> last activity (µs): listing, idle cleanup    |
 | `P:sessions:u:{U}`       | zset | the same, for one user U (percent-encoded)       |
