@@ -202,7 +202,7 @@ class EngineCore:
         session_ms = round(self.session_ttl * 1000) if self.session_ttl else 0
         self._use(
             RedisCheckpointStore(settings),
-            RedisDomainStore(settings, session_ms),
+            RedisDomainStore(settings, session_ms, serde=lambda: self.serde),
             {rc.Call: self._redis.execute},
             {rc.Call: self._aredis.execute},
         )

@@ -279,7 +279,16 @@ end
 return out
 """
 
+# KEYS: the user-index secret   ARGV: a fresh secret (serialized, encrypted)
+SECRET = r"""
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
 SCRIPTS = {
+    "d_secret": SECRET,
     "d_helper_put": HELPER_PUT,
     "d_helper_get": HELPER_GET,
     "d_create": CREATE,
