@@ -164,3 +164,28 @@ def test_deleting_a_thread_takes_it_out_of_its_run_indexes(
         assert members == {b"b"}
         saver.delete_for_runs(["run-x"])
         assert keys_of(raw, prefix) <= {f"{prefix}:threads"}
+
+
+def test_checkpoint_and_session_keys_of_one_id_never_collide() -> None:
+    from aiecs_checkpoint.stores.redis.domain_layout import DomainKeys
+    from aiecs_checkpoint.stores.redis.layout import Keys
+
+    tk = Keys("p").thread("x")
+    thread_keys = {getattr(tk, f) for f in tk.__dataclass_fields__} - {tk.log_prefix}
+    dk = DomainKeys("p")
+    session_keys = {
+        getattr(dk, name)("x")
+        for name in (
+            "session",
+            "conversation",
+            "message_ids",
+            "runs",
+            "run_order",
+            "task_context",
+            "helper_checkpoints",
+            "helper_order",
+        )
+    } | {dk.base("x") + "ops", dk.base("x") + "csets"}
+    assert all(k.startswith("p:{x}:") for k in thread_keys | session_keys)
+    assert not thread_keys & session_keys
+    assert not any(k.startswith(tk.log_prefix) for k in session_keys)
