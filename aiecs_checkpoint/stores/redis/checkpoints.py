@@ -270,10 +270,9 @@ class RedisCheckpointStore:
         self, thread_ids: Sequence[str]
     ) -> Op[builtins.list[tuple[CheckpointRow | None, int | None]]]:
         """Latest row and deletion time per thread: one call (one per thread on
-        a Cluster). Threads found empty are reaped (`_reap`)."""
+        a Cluster)."""
         groups = [[t] for t in thread_ids] if self.s.cluster else [list(thread_ids)]
         out: builtins.list[tuple[CheckpointRow | None, int | None]] = []
-        empty: builtins.list[str] = []
         for group in groups:
             if not group:
                 continue
@@ -283,11 +282,7 @@ class RedisCheckpointStore:
                 keys += [tk.ids, tk.order, tk.cp, tk.gone]
             reply = yield Call("heads", keys, list(group))
             for t, (mem, row, gone) in zip(group, reply, strict=True):
-                head = _head_row(t, mem, row)
-                if head is None:
-                    empty.append(t)
-                out.append((head, int(gone) if gone else None))
-        yield from self._reap(empty)
+                out.append((_head_row(t, mem, row), int(gone) if gone else None))
         return out
 
     def thread_heads(
@@ -295,6 +290,9 @@ class RedisCheckpointStore:
     ) -> Op[tuple[builtins.list[tuple[int, CheckpointRow]], tuple[int, str] | None]]:
         entries = yield from self.recent_threads(before, limit)
         found = yield from self.latest_rows([t for _, t in entries])
+        yield from self._reap(
+            t for (_, t), (row, _) in zip(entries, found, strict=True) if row is None
+        )
         heads = [
             (ms, row)
             for (ms, _), (row, _) in zip(entries, found, strict=True)

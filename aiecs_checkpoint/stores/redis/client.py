@@ -414,7 +414,7 @@ class AsyncRedisClient:
 
     async def _close_entry(self, entry: _LoopClient) -> None:
         if self._loops.get(entry.loop) is entry:
-            del self._loops[entry.loop]
+            self._loops.pop(entry.loop, None)
         if not entry.closed:
             entry.closed = True
             await entry.client.aclose()
@@ -423,9 +423,10 @@ class AsyncRedisClient:
         """Forget the clients of loops closed without shutting down their
         async generators; their sockets close when the objects are collected
         (no I/O can run on a closed loop)."""
-        for loop in [loop for loop in self._loops if loop.is_closed()]:
-            entry = self._loops.pop(loop)
-            entry.closed = True
+        for loop in [loop for loop in list(self._loops) if loop.is_closed()]:
+            entry = self._loops.pop(loop, None)
+            if entry is not None:
+                entry.closed = True
 
     async def _send(self, call: Call) -> Any:
         client, loaded = await self._entry()
