@@ -68,6 +68,16 @@ class Target:
     checkpoint_id: str | None
 
 
+def _is_text(value: str) -> bool:
+    """True when `value` is valid Unicode text (encodable as UTF-8: no lone
+    surrogates), as every store and the archive must be able to keep it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_thread_id(thread_id: object) -> str:
     """A valid thread id, or `InvalidThreadIdError` saying what is wrong with it."""
     if not isinstance(thread_id, str):
@@ -76,7 +86,27 @@ def check_thread_id(thread_id: object) -> str:
         )
     if not thread_id:
         raise InvalidThreadIdError("thread_id must not be empty")
+    if not _is_text(thread_id):
+        raise InvalidThreadIdError(
+            f"thread_id must be valid Unicode text (no lone surrogates), "
+            f"got {thread_id!r}"
+        )
     return thread_id
+
+
+def check_checkpoint_id(checkpoint_id: object, what: str) -> str:
+    """A valid checkpoint id (non-empty text without NUL), or
+    `InvalidConfigError` naming `what`."""
+    if not isinstance(checkpoint_id, str) or not checkpoint_id:
+        raise InvalidConfigError(
+            f"{what} must be a non-empty str, got {checkpoint_id!r}"
+        )
+    if "\0" in checkpoint_id or not _is_text(checkpoint_id):
+        raise InvalidConfigError(
+            f"{what} must be valid Unicode text without NUL characters, "
+            f"got {checkpoint_id!r}"
+        )
+    return checkpoint_id
 
 
 def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Target:
@@ -97,11 +127,17 @@ def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Tar
         raise InvalidNamespaceError(
             f"checkpoint_ns must be a str, got {type(ns).__name__} {ns!r}"
         )
+    if not _is_text(ns):
+        raise InvalidNamespaceError(
+            f"checkpoint_ns must be valid Unicode text (no lone surrogates), got {ns!r}"
+        )
     cid = conf.get("checkpoint_id")
     if cid is not None and not isinstance(cid, str):
         raise InvalidConfigError(
             f"checkpoint_id must be a str, got {type(cid).__name__} {cid!r}"
         )
+    if cid:
+        check_checkpoint_id(cid, "checkpoint_id")
     if need_id and not cid:
         raise InvalidConfigError(
             "config['configurable']['checkpoint_id'] is required here "
@@ -182,11 +218,7 @@ def encode_put(
     Without a cache every list element is serialized.
     """
     target = parse_config(config)
-    cid = checkpoint.get("id")
-    if not isinstance(cid, str) or not cid:
-        raise InvalidConfigError(
-            f"checkpoint['id'] must be a non-empty str, got {cid!r}"
-        )
+    cid = check_checkpoint_id(checkpoint.get("id"), "checkpoint['id']")
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")

@@ -210,6 +210,9 @@ def test_refresh_on_read_keeps_a_thread_alive_and_an_expired_thread_leaves_no_ke
         assert _keys(client, prefix)
         time.sleep(1.4)
         assert s.get_tuple({"configurable": {"thread_id": thread}}) is None
+        # the registry entry outlives the thread until a listing meets it
+        assert _keys(client, prefix) == [f"{prefix}:threads".encode()]
+        assert list(s.list(None)) == []
         assert _keys(client, prefix) == []
 
 
