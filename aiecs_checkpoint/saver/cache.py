@@ -23,9 +23,11 @@ order, bounded by `max_bytes` together:
   contract for state); one written again by a task is marked edited and
   serialized again until stored anew.
 
-Sizes are estimates in bytes: a kept plain element counts its msgpack bytes, a
-kept object `OBJECT_WEIGHT` times its stored size, and a list generation the
-stored size of the elements it keeps alive. Evicting an entry costs a re-decode
+Sizes are estimates in bytes: a kept element counts its stored size plus
+`KEPT_OVERHEAD`, a list handed out `COPY_OVERHEAD` per element (copies share
+immutable leaves with what is kept) plus the size of its plain elements
+(decoded afresh), and a written list the stored size of its elements (the
+caller's objects, kept alive by the cache). Evicting an entry costs a re-decode
 or a re-serialization (or, between a read's request and its decoding, a second
 request without the held positions: `OmittedElement`), never correctness.
 """
@@ -66,8 +68,13 @@ ListKey = tuple[str, str, str]
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 """The default byte budget of one saver's caches (`cache_bytes=`)."""
 
-OBJECT_WEIGHT = 3
-"""A kept decoded object is counted as this many times its stored size."""
+KEPT_OVERHEAD = 64
+"""Bytes counted per kept element beyond its stored size (object headers)."""
+
+COPY_OVERHEAD = 160
+"""Bytes counted per element of a list handed out, beyond the data it does not
+share with what is kept (copies share strings and numbers; plain elements,
+decoded afresh, share nothing and count their size too)."""
 
 READ_GENERATIONS = 2
 """Lists handed out that a put may reuse positions of, per list channel."""
@@ -131,7 +138,16 @@ class Known:
 class _Log:
     """Kept elements of one element log, by position."""
 
-    __slots__ = ("dense", "kept", "kinds", "known", "nbytes", "sizes", "total")
+    __slots__ = (
+        "dense",
+        "kept",
+        "kinds",
+        "known",
+        "nbytes",
+        "plain",
+        "sizes",
+        "total",
+    )
 
     def __init__(self) -> None:
         self.kinds = bytearray()
@@ -141,6 +157,7 @@ class _Log:
         self.nbytes = 0
         self.total = 0
         self.known = 0
+        self.plain = 0
 
     def sized(self, position: int, size: int) -> None:
         """Record an element's stored size."""
@@ -161,6 +178,11 @@ class _Log:
         while dense < len(kinds) and kinds[dense] != MISSING:
             dense += 1
         self.dense = dense
+
+    def copies_size(self, count: int) -> int:
+        """Estimated bytes of `count` copies handed out (see `COPY_OVERHEAD`)."""
+        plain = self.plain * count // max(len(self.kinds), 1)
+        return count * COPY_OVERHEAD + plain
 
     def size_of(self, count: int) -> int:
         """Estimated stored bytes of `count` elements of this log (the mean
@@ -345,7 +367,7 @@ class SaverCache:
             log.advance()
             self._touch(log_key, log, before)
             out = self._copies(log, runs)
-            self._remember_read(key, Known(epoch, out, runs, log.size_of(len(out))))
+            self._remember_read(key, Known(epoch, out, runs, log.copies_size(len(out))))
             self._shrink(keep=(log_key, key))
             return out
 
@@ -367,7 +389,9 @@ class SaverCache:
                 size = len(item[1])
                 kinds[p], kept[p] = kind, value
                 log.sized(p, size)
-                log.nbytes += len(value) if kind == PLAIN else size * OBJECT_WEIGHT
+                log.nbytes += size + KEPT_OVERHEAD
+                if kind == PLAIN:
+                    log.plain += size
                 p = kinds.find(MISSING, p + 1, stop)
             offset += stop - mid
 
