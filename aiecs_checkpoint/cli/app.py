@@ -323,7 +323,8 @@ def show(
             ]
         else:
             writes = storage.stored_writes(saver, thread_id, ns, cid)
-            next_nodes = inspect.next_nodes(tup.checkpoint, writes)
+            live = checkpoint_id in (None, LATEST)
+            next_nodes = inspect.next_nodes(tup.checkpoint, writes, live)
             interrupts = inspect.interrupts(tup)
         context = inspect.task_context(saver.get_task_context(thread_id))
     data = {

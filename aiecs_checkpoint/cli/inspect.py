@@ -5,8 +5,9 @@ a table or as `--json`. Without the graph, a checkpoint still tells which
 nodes wrote it (the `versions_seen` entries its step changed), which nodes run
 next (the trigger channels LangGraph 1.x writes, `branch:to:<node>` and
 `join:<sources>:<node>`, plus the pending `Send`s of `__pregel_tasks`, less
-the tasks whose writes are already saved) and its interrupts (the pending
-writes on `__interrupt__`).
+for the thread's current state, the tasks whose results are already saved,
+as LangGraph's `get_state` does) and its interrupts (the pending writes on
+`__interrupt__`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import PurePath
 from typing import Any
 from uuid import UUID
 
-from langgraph.checkpoint.base import WRITES_IDX_MAP, CheckpointTuple
+from langgraph.checkpoint.base import CheckpointTuple
 
 from aiecs_checkpoint.domain.task_context import TaskContext
 from aiecs_checkpoint.stores.base import RECORD_CHANNEL, WriteRow
@@ -31,9 +32,14 @@ from aiecs_checkpoint.stores.base import RECORD_CHANNEL, WriteRow
 TASKS = "__pregel_tasks"
 INTERRUPT = "__interrupt__"
 START = "__start__"
-SPECIAL_WRITES = frozenset(WRITES_IDX_MAP) | {RECORD_CHANNEL}
-"""Writes that do not mean the task finished (error, interrupt, scheduled,
-resume, tracking records)."""
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+"""The task id of writes that are input to a step, not a task's output."""
+CONTROL_WRITES = frozenset(
+    ("__error__", "__error_source_node__", "__interrupt__", "__resume__")
+)
+"""Writes that tell what happened to a task rather than what it produced (as
+LangGraph's `read_task_statuses` reads them); tracking records are not
+output either."""
 
 _MAX_DEPTH = 50
 
@@ -138,7 +144,9 @@ def _finished(writes: Iterable[WriteRow]) -> set[tuple[str, str]]:
     """(kind, pull node or push index) of the tasks whose results are saved."""
     done: set[tuple[str, str]] = set()
     for w in writes:
-        if w.channel in SPECIAL_WRITES or not w.task_path.startswith("~"):
+        if w.channel in CONTROL_WRITES or w.channel == RECORD_CHANNEL:
+            continue
+        if w.task_id == NULL_TASK_ID or not w.task_path.startswith("~"):
             continue
         parts = [p.strip() for p in w.task_path[1:].split(",")]
         if len(parts) >= 2 and parts[0] == "__pregel_pull":
@@ -148,10 +156,13 @@ def _finished(writes: Iterable[WriteRow]) -> set[tuple[str, str]]:
     return done
 
 
-def next_nodes(checkpoint: Mapping[str, Any], writes: Sequence[WriteRow]) -> list[str]:
+def next_nodes(
+    checkpoint: Mapping[str, Any], writes: Sequence[WriteRow], live: bool
+) -> list[str]:
     """The nodes the graph runs next from `checkpoint`: pending `Send`s and
-    triggered nodes, less the tasks whose writes are saved."""
-    done = _finished(writes)
+    triggered nodes; `live` (the thread's current state, as `get_state` without
+    a checkpoint id) leaves out the tasks whose results are saved."""
+    done = _finished(writes) if live else set()
     sends = (checkpoint.get("channel_values") or {}).get(TASKS) or []
     out = [
         getattr(s, "node", str(s))
