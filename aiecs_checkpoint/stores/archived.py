@@ -357,6 +357,15 @@ class ArchivedStore:
         self.hot.copy_thread(source, target)
         self._rearchive([target], at)
 
+    def import_thread(self, thread_id: str, thread: model.Thread) -> None:
+        """Replace the thread in both tiers (what was archived of it before
+        is never restored over it)."""
+        us, at = _stamp()
+        self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
+        self.hot.import_thread(thread_id, thread)
+        self.tier.absent.discard(thread_id)
+        self.tier.replace(thread_id, thread, at)
+
     def count_checkpoints(self) -> int:
         return int(self.hot.count_checkpoints())
 
@@ -525,6 +534,14 @@ class AsyncArchivedStore:
         _, at = _stamp()
         await self.hot.copy_thread(source, target)
         await self._rearchive([target], at)
+
+    async def import_thread(self, thread_id: str, thread: model.Thread) -> None:
+        """See `ArchivedStore.import_thread`."""
+        us, at = _stamp()
+        await self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
+        await self.hot.import_thread(thread_id, thread)
+        self.tier.absent.discard(thread_id)
+        self.tier.replace(thread_id, thread, at)
 
     async def count_checkpoints(self) -> int:
         return int(await self.hot.count_checkpoints())
