@@ -50,6 +50,12 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, AiecsCheckpointError):
         return text
+    if isinstance(exc, NotImplementedError) and "serialization type" in text:
+        return (
+            f"cannot decode stored values ({text}): they were written with another "
+            "serializer (encrypted?); pass --saver MODULE:ATTR naming a saver built "
+            "with it. export, import, prune and delete need no key"
+        )
     return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
 
 

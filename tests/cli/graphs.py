@@ -135,3 +135,13 @@ def history(saver: ContextEngineSaver, thread_id: str) -> list[Any]:
             )
         )
     return out
+
+
+def populate_source(saver: Any) -> None:
+    """On another saver: "paused" (at the interrupt) and "finished" (resumed
+    without a user id, so its latest metadata has none), both of user u7."""
+    graph = build(saver)
+    for thread_id in ("paused", "finished"):
+        start = {"messages": [HumanMessage(f"hello {thread_id}")], "log": []}
+        graph.invoke(start, config(thread_id, "u7"))
+    graph.invoke(Command(resume="no"), config("finished"))

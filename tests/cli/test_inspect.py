@@ -7,10 +7,14 @@ read-only calls run once, side by side, and the tests assert on their output.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aiecs_checkpoint import __version__
 from tests.cli import graphs
 from tests.cli.conftest import MEMORY, Result, cli, cli_all
 
@@ -160,3 +164,12 @@ def test_health_prints_status_and_metrics_and_exits_3_when_degraded(
     assert down.code == 3, down.err
     assert down.json()["health"]["status"] == "degraded"
     assert down.json()["health"]["issues"]
+
+
+def test_the_console_script_runs_the_same_command_line() -> None:
+    script = Path(sys.executable).with_name("aiecs-checkpoint")
+    done = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"aiecs-checkpoint, version {__version__}"

@@ -10,24 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command
 
 from tests.cli import graphs
 from tests.cli.conftest import cli, fresh_prefix, redis_saver
 from tests.conftest import redis_url
 from tests.servers_postgres import PostgresServer, find_binaries
-
-
-def run_source(saver: BaseCheckpointSaver[Any]) -> None:
-    """On the source saver: one paused thread, one finished thread (resumed
-    without a user id, so its latest metadata has none)."""
-    graph = graphs.build(saver)
-    for thread_id in ("paused", "finished"):
-        start = {"messages": [HumanMessage(f"hello {thread_id}")], "log": []}
-        graph.invoke(start, graphs.config(thread_id, "u7"))
-    graphs.build(saver).invoke(Command(resume="no"), graphs.config("finished"))
 
 
 def check_copy(source: BaseCheckpointSaver[Any], target: Any) -> None:
@@ -46,7 +34,7 @@ def test_import_from_a_sqlite_file_copies_threads_that_resume(tmp_path: Path) ->
     db = tmp_path / "langgraph.db"
     conn = sqlite3.connect(db, check_same_thread=False)
     source = SqliteSaver(conn)
-    run_source(source)
+    graphs.populate_source(source)
     prefix = fresh_prefix()
     done = cli("import", "--from", f"sqlite:{db}", "--url", redis_url(),
                "--prefix", prefix, "--json")  # fmt: skip
@@ -57,6 +45,21 @@ def test_import_from_a_sqlite_file_copies_threads_that_resume(tmp_path: Path) ->
                 "--prefix", prefix)  # fmt: skip
     assert again.code == 1 and "already exists" in again.err
     conn.close()
+
+
+def test_import_from_any_saver_object_named_module_attribute() -> None:
+    prefix = fresh_prefix()
+    done = cli("import", "--from", "tests.cli.fixture_source:saver",
+               "--url", redis_url(), "--prefix", prefix, "--json")  # fmt: skip
+    assert done.code == 0, done.err
+    assert sorted(done.json()["threads"]) == ["finished", "paused"]
+    target = redis_saver(prefix)
+    steps = [(h[3]["step"], h[1]) for h in graphs.history(target, "paused")]
+    assert steps == [(1, ("approve",)), (0, ("agent",)), (-1, ("__start__",))]
+    assert graphs.resume(target, "paused")["log"] == ["agent", "answer yes", "done"]
+    wrong = cli("import", "--from", "tests.cli.graphs:builder", "--url", redis_url(),
+                "--prefix", prefix)  # fmt: skip
+    assert wrong.code == 1 and "not a LangGraph checkpoint saver" in wrong.err
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_import_from_postgres_copies_threads_that_resume(postgres: str) -> None:
 
     with PostgresSaver.from_conn_string(postgres) as source:
         source.setup()
-        run_source(source)
+        graphs.populate_source(source)
         prefix = fresh_prefix()
         done = cli("import", "--from", postgres, "--url", redis_url(),
                    "--prefix", prefix)  # fmt: skip

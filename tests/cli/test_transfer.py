@@ -184,6 +184,7 @@ def test_encrypted_export_holds_no_plaintext_and_imports_elsewhere_without_the_k
     assert graphs.resume(copy)["log"] == ["agent", "answer yes", "done"]
     keyless = cli("show", "approval", "--url", url, "--prefix", target)
     assert keyless.code == 1 and len(keyless.err.strip().splitlines()) == 1
+    assert "--saver MODULE:ATTR" in keyless.err
 
 
 def test_memory_store_threads_move_to_redis_and_resume(tmp_path: Path) -> None:
