@@ -145,3 +145,23 @@ def populate_source(saver: Any) -> None:
         start = {"messages": [HumanMessage(f"hello {thread_id}")], "log": []}
         graph.invoke(start, config(thread_id, "u7"))
     graph.invoke(Command(resume="no"), config("finished"))
+
+
+class Log(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def nested(saver: Any) -> Any:
+    """A graph whose node "child" is a subgraph that interrupts in "inner"."""
+
+    def inner(state: Log) -> dict[str, Any]:
+        return {"log": [f"inner {interrupt('inner?')}"]}
+
+    sub = StateGraph(Log)
+    sub.add_node("inner", inner)
+    sub.add_edge(START, "inner")
+    g = StateGraph(Log)
+    g.add_node("child", sub.compile())
+    g.add_edge(START, "child")
+    g.add_edge("child", END)
+    return g.compile(checkpointer=saver)

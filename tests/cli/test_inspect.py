@@ -179,3 +179,23 @@ def test_the_console_script_runs_the_same_command_line() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"aiecs-checkpoint, version {__version__}"
+
+
+def test_ns_selects_a_subgraphs_checkpoints_and_star_lists_every_namespace(
+    redis_store: tuple[list[str], Any],
+) -> None:
+    args, saver = redis_store
+    graphs.nested(saver).invoke({"log": []}, graphs.config("nested"))
+    every = cli("history", "nested", *args, "--ns", "*", "--json")
+    assert every.code == 0, every.err
+    names = {r["checkpoint_ns"] for r in every.json()["checkpoints"]}
+    child = next(n for n in names if n)
+    assert names == {"", child} and child.startswith("child:")
+    inner, outer = cli_all(
+        ["show", "nested", *args, "--ns", child, "--json"],
+        ["show", "nested", *args, "--json"],
+    )
+    assert inner.json()["next"] == ["inner"]
+    assert inner.json()["checkpoint"]["checkpoint_ns"] == child
+    assert outer.json()["next"] == ["child"]
+    assert [i["value"] for i in inner.json()["interrupts"]] == ["inner?"]
