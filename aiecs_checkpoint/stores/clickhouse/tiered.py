@@ -385,7 +385,13 @@ class ArchivedStore:
         return (yield from self.hot.export_thread(thread_id))
 
     def import_thread(self, thread_id: str, thread: model.Thread) -> Op[None]:
+        """Replace the thread in both tiers (what was archived of it before is
+        never restored over it)."""
+        us, at = _stamp()
+        yield from self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
         yield from self.hot.import_thread(thread_id, thread)
+        self.tier.absent.discard(thread_id)
+        self.tier.replace(thread_id, thread, at)
 
     def thread_records(self, thread_id: str) -> Op[builtins.list[WriteRow]]:
         yield from self._lost(thread_id)
