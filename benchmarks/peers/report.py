@@ -13,7 +13,7 @@ INMEMORY = "inmemory"
 TITLES = {
     "agent_loop": "Agent loop (benchmarks/agent_loop.py graph)",
     "raw_rounds": "Raw rounds: aput + aput_writes + aget_tuple(latest), plain dicts",
-    "history": "History of one agent-loop thread",
+    "history": "History of one thread (chat graph, state = list of plain dicts)",
     "lookup": "aget_tuple against thread length",
     "many_threads": "Many threads from concurrent tasks",
     "round_trips": "Redis round trips per operation",
@@ -112,9 +112,7 @@ def render(document: dict[str, Any]) -> str:
             figures.extend(f for f in row if f not in figures)
         out.append("")
         out.append(f"### {TITLES.get(workload, workload)}")
-        out.append(
-            f"({_describe(workload, params)}; repeats {document['repeats'][workload]})"
-        )
+        out.append(f"({_describe(workload, params)}; n = repeats)")
         out.append("")
         reference = rows_of.get(INMEMORY, {})
         rows: list[list[str]] = []
@@ -129,7 +127,7 @@ def render(document: dict[str, Any]) -> str:
             for note, value in (entry.get("notes") or {}).items():
                 if isinstance(value, str):
                     problems.append(f"- {names[key]}: {note}: {value}")
-            cells = [names[key]]
+            cells = [names[key], str(entry.get("repeats", "?"))]
             for figure in figures:
                 value = row.get(figure)
                 if value is None:
@@ -147,7 +145,7 @@ def render(document: dict[str, Any]) -> str:
                 cells.append(cell)
             rows.append(cells)
         if figures:
-            out.append(_table(["saver", *figures], rows))
+            out.append(_table(["saver", "n", *figures], rows))
         out.extend(["", *problems] if problems else [])
     for what, reason in document.get("skipped", {}).items():
         out.append(f"- skipped {what}: {reason}")
@@ -164,8 +162,8 @@ def _describe(workload: str, p: dict[str, Any]) -> str:
         f"each; first/last {p['window']}; peak RSS of the saver's own process",
         "raw_rounds": f"{p['raw_elements']} rounds, list grows to {p['raw_elements']} "
         "dicts of 100-char content; first/last 10% of rounds",
-        "history": f"~{p['history_checkpoints']} checkpoints (agent loop, ~500 B "
-        "messages); each call consumed whole",
+        "history": f"~{p['history_checkpoints']} checkpoints, 2 dicts of 100-char "
+        "content added per invoke (3 checkpoints); each call consumed whole",
         "lookup": f"threads of {', '.join(f'{n:,}' for n in p['lookup_sizes'])} "
         f"checkpoints; median of {p['lookup_calls']} calls",
         "many_threads": f"{p['threads']:,} threads x {p['per_thread']} aput from "

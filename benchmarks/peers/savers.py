@@ -155,7 +155,11 @@ async def open_saver(spec: SaverSpec, ctx: Context) -> AsyncIterator[Opened]:
     elif key == "redis-official":
         from langgraph.checkpoint.redis.aio import AsyncRedisSaver
 
-        async with AsyncRedisSaver.from_conn_string(ctx.redis_stack) as saver:
+        # Its FT.SEARCH on a long thread outlasts redis-py's default 5 s timeout.
+        args = {"socket_timeout": 600}
+        async with AsyncRedisSaver.from_conn_string(
+            ctx.redis_stack, connection_args=args
+        ) as saver:
             await saver.asetup()
             yield Opened(saver)
     elif key == "plainredis":

@@ -364,7 +364,7 @@ def reset(kind: str, endpoints: Endpoints) -> None:
         import redis
 
         url = endpoints.redis if kind == "redis" else endpoints.redis_stack
-        client = redis.Redis.from_url(str(url))
+        client = redis.Redis.from_url(str(url), socket_timeout=600)
         try:
             client.flushall()
         finally:

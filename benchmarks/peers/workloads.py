@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import operator
 import resource
 import statistics
 import time
@@ -18,9 +19,10 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.graph import END, START, StateGraph
 
 from benchmarks.agent_loop import (
     MESSAGES_PER_INVOKE,
@@ -224,19 +226,36 @@ async def raw_rounds(
 # -- 3. history ------------------------------------------------------------------
 
 
-async def _agent_thread(saver: Any, thread: str, checkpoints: int) -> tuple[Any, int]:
-    """Agent-loop invokes on `thread` until it holds >= `checkpoints` checkpoints."""
-    graph = build_graph(saver)
-    config = _config(thread)
-    await _drive(graph, True, thread, 1)
-    per_invoke = len(await _collect(saver.alist(config)))
-    invokes = -(-checkpoints // per_invoke)
-    if invokes > 1:
-        config_run: Any = {"configurable": {"thread_id": thread}}
-        from benchmarks.agent_loop import _human
+class _ChatState(TypedDict):
+    """A conversation of plain dicts (cheap to decode, so listing 1,000 full
+    states measures the saver rather than message-object construction)."""
 
-        for turn in range(1, invokes):
-            await graph.ainvoke({"messages": [_human(thread, turn)]}, config_run)
+    messages: Annotated[list[dict[str, str]], operator.add]
+
+
+async def _answer(state: _ChatState) -> dict[str, list[dict[str, str]]]:
+    return {"messages": [{"role": "ai", "content": CONTENT_100}]}
+
+
+def chat_graph(saver: Any) -> Any:
+    """START -> answer -> END: each invoke adds a human and an ai dict."""
+    builder = StateGraph(_ChatState)
+    builder.add_node("answer", _answer)
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    return builder.compile(checkpointer=saver)
+
+
+async def _chat_thread(saver: Any, thread: str, checkpoints: int) -> tuple[Any, int]:
+    """Invokes of `chat_graph` on `thread` until it holds >= `checkpoints`."""
+    graph = chat_graph(saver)
+    config: Any = {"configurable": {"thread_id": thread}}
+    human = {"role": "human", "content": CONTENT_100}
+    await graph.ainvoke({"messages": [human]}, config)
+    per_invoke = len(await _collect(saver.alist(_config(thread))))
+    invokes = -(-checkpoints // per_invoke)
+    for _ in range(1, invokes):
+        await graph.ainvoke({"messages": [human]}, config)
     return graph, invokes
 
 
@@ -244,12 +263,13 @@ async def history(
     spec: SaverSpec, ctx: Context, params: dict[str, Any], repeats: int
 ) -> Result:
     """alist full, limit=10, filtered, and aget_state_history on one thread of
-    ~`history_checkpoints` agent-loop checkpoints (messages of ~500 B)."""
+    ~`history_checkpoints` checkpoints of a chat graph (state: a list of plain
+    dicts with 100-char content, two more per invoke)."""
     result = Result()
     async with open_saver(spec, ctx) as opened:
         saver = opened.saver
         thread = f"hist-{uuid.uuid4().hex[:8]}"
-        graph, invokes = await _agent_thread(
+        graph, invokes = await _chat_thread(
             saver, thread, params["history_checkpoints"]
         )
         config = _config(thread)
@@ -288,7 +308,7 @@ async def history(
             check(len(states) == total, f"aget_state_history returned {len(states)}")
             newest = states[0].values.get("messages", [])
             check(
-                len(newest) == invokes * MESSAGES_PER_INVOKE,
+                len(newest) == 2 * invokes,
                 f"newest state holds {len(newest)} messages",
             )
             result.add("alist full (ms)", _ms(t1 - t0))
