@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "rt_ops": 20,
     "turns": 150,
     "list_sizes": [400, 4000],
-    "list_calls": 5,
+    "list_calls": 3,
     "burst": 10000,
     "thread_len": 25,
 }
@@ -88,7 +88,7 @@ QUICK: dict[str, Any] = {
     "burst": 500,
     "thread_len": 25,
 }
-LONG = ("agent_loop", "raw_rounds", "history", "react_v2", "react_v1", "create_agent")
+LONG = ("agent_loop", "raw_rounds", "react_v2", "react_v1", "create_agent")
 """Workloads of minutes per repeat for the slow peers: one repeat by default..."""
 TARGET_SAVERS = {
     "agent_loop": (
