@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from aiecs_checkpoint.domain.serde import CheckedSerializer, checked, unwrap
 from aiecs_checkpoint.engine.latency import Latency
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores.clickhouse.archive import Archive, ArchiveSettings
@@ -64,9 +64,13 @@ class EngineCore:
         fallback: fall back to the memory store when Redis is unreachable at
             start-up (loudly). Off by default: a misconfigured URL is an error.
         store: a ready checkpoint store (advanced; tests and custom backends).
-        serde: serializer of domain data (messages, metadata, task contexts);
-            LangGraph's `JsonPlusSerializer` by default. A saver built without
-            an engine passes its own, so `EncryptedSerializer` covers both.
+        serde: serializer of everything stored (domain data, and the
+            checkpoints of every saver on this engine), wrapped in a
+            `CheckedSerializer` (allowlisted types, typed decode errors); a
+            strict `JsonPlusSerializer` by default. An engine built without one
+            adopts the serde of the first saver given one, as long as nothing
+            was stored or read with the default yet; a saver with another
+            serde is refused (`use_serde`).
         session_ttl: seconds a session's data (metrics, conversation, task
             context, conversation sessions) lives after its last write; off
             by default. Each session expires on its own.
@@ -95,7 +99,8 @@ class EngineCore:
         archive: ArchiveSettings | Mapping[str, Any] | None = None,
     ) -> None:
         _check_options(redis_url, key_prefix, session_ttl, max_conversation_messages)
-        self.serde: SerializerProtocol = serde or JsonPlusSerializer()
+        self._serde = checked(serde)
+        self._serde_bound = serde is not None
         self.session_ttl = session_ttl
         self.max_conversation_messages = max_conversation_messages
         self._latency = Latency()
@@ -116,6 +121,35 @@ class EngineCore:
             self._build_redis(cluster=bool(cluster))
         else:
             self._use_memory()
+
+    # -- the serializer ----------------------------------------------------------
+
+    @property
+    def serde(self) -> CheckedSerializer:
+        """The serializer of everything this engine stores; using it binds it
+        (a saver can no longer bring another)."""
+        self._serde_bound = True
+        return self._serde
+
+    def use_serde(self, serde: SerializerProtocol | None) -> CheckedSerializer:
+        """The serializer a saver on this engine must use.
+
+        None: the engine's. The engine's own (or its inner serializer): the
+        engine's. Another one: adopted when the engine was built without a
+        serde and has not used its default yet, else `InvalidConfigError`
+        (data stored with one and read with the other would be unreadable,
+        or stored in plaintext next to encrypted checkpoints).
+        """
+        if serde is None or unwrap(serde) is unwrap(self._serde):
+            return self.serde
+        if self._serde_bound:
+            raise InvalidConfigError(
+                f"this engine already stores with {unwrap(self._serde)!r}, "
+                f"not the saver's {unwrap(serde)!r}: give the serializer to the "
+                "engine only (ContextEngine(serde=...)) or the same object to both"
+            )
+        self._serde = checked(serde)
+        return self.serde
 
     # -- running operations ------------------------------------------------------
 
