@@ -40,6 +40,7 @@ from aiecs_checkpoint.stores.protocols import CheckpointStore, DomainStore
 from aiecs_checkpoint.stores.redis import client as rc
 from aiecs_checkpoint.stores.redis.checkpoints import RedisCheckpointStore
 from aiecs_checkpoint.stores.redis.domain import RedisDomainStore
+from aiecs_checkpoint.stores.settings import parse_ttl
 
 logger = logging.getLogger("aiecs_checkpoint")
 
@@ -59,8 +60,15 @@ class EngineCore:
             the URL).
         redis_client: an existing redis-py client (sync or asyncio) to use.
         key_prefix: prefix of every Redis key, so applications can share a server.
+            Validated on every store; it has no effect on the memory store,
+            whose data is private to the engine already (so one configuration,
+            e.g. `from_env(key_prefix=...)`, serves with and without Redis).
         ttl: `{"default_ttl": minutes, "refresh_on_read": bool}`; off by default.
+            Honoured by the memory and the Redis store alike: each thread
+            expires `default_ttl` minutes after its last write (or read, with
+            `refresh_on_read`).
         cluster: force Redis Cluster mode; detected on connect when None.
+            `cluster=True` without Redis raises `InvalidConfigError`.
         fallback: fall back to the memory store when Redis is unreachable at
             start-up (loudly). Off by default: a misconfigured URL is an error.
         store: a ready checkpoint store (advanced; tests and custom backends).
@@ -99,6 +107,19 @@ class EngineCore:
         archive: ArchiveSettings | Mapping[str, Any] | None = None,
     ) -> None:
         _check_options(redis_url, key_prefix, session_ttl, max_conversation_messages)
+        self._ttl_ms, self._refresh_on_read = parse_ttl(ttl)
+        redis = redis_url is not None or redis_client is not None
+        if cluster is not None and not isinstance(cluster, bool):
+            raise InvalidConfigError(f"cluster must be a bool or None, got {cluster!r}")
+        if cluster and not redis:
+            raise InvalidConfigError(
+                "cluster=True needs Redis: pass redis_url=... or redis_client=... "
+                "(with from_env(), set REDIS_URL or REDIS_HOST)"
+            )
+        if store is not None and (ttl is not None or redis):
+            raise InvalidConfigError(
+                "store=... is a ready store: ttl and Redis options do not apply to it"
+            )
         self._serde = checked(serde)
         self._serde_bound = serde is not None
         self.session_ttl = session_ttl
@@ -110,14 +131,13 @@ class EngineCore:
         self.degraded_reason: str | None = None
         self._redis_client = redis_client
         self._prefix = key_prefix
-        self._ttl = ttl
         self._cluster = cluster
         self._connected = False
         self._redis: Any = None
         self._aredis: Any = None
         if store is not None:
             self._use(store, MemoryDomainStore(session_ttl), {}, {})
-        elif redis_url is not None or redis_client is not None:
+        elif redis:
             self._build_redis(cluster=bool(cluster))
         else:
             self._use_memory()
@@ -187,7 +207,8 @@ class EngineCore:
 
     def _use_memory(self) -> None:
         self._redis = self._aredis = None
-        self._use(MemoryStore(), MemoryDomainStore(self.session_ttl), {}, {})
+        store = MemoryStore(self._ttl_ms, self._refresh_on_read)
+        self._use(store, MemoryDomainStore(self.session_ttl), {}, {})
 
     def _build_redis(self, cluster: bool) -> None:
         if not rc.INSTALLED:
@@ -195,9 +216,11 @@ class EngineCore:
                 "Redis support needs the redis extra: "
                 "pip install 'aiecs-checkpoint[redis]'"
             )
-        ttl_ms, refresh = rc.parse_ttl(self._ttl)
         settings = rc.RedisSettings(
-            prefix=self._prefix, ttl_ms=ttl_ms, refresh_on_read=refresh, cluster=cluster
+            prefix=self._prefix,
+            ttl_ms=self._ttl_ms,
+            refresh_on_read=self._refresh_on_read,
+            cluster=cluster,
         )
         sync_client, async_client = rc.client_pair(self._redis_client)
         self._redis = rc.RedisClient(self.redis_url, settings, client=sync_client)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores.ops import Op, Request
 from aiecs_checkpoint.stores.redis import domain_scripts, scripts
+from aiecs_checkpoint.stores.settings import parse_ttl
 
 try:
     import redis
@@ -59,25 +60,6 @@ class RedisSettings:
     cluster: bool = False
     retries: int = 3
     backoff_s: float = 0.05
-
-
-def parse_ttl(ttl: Mapping[str, Any] | None) -> tuple[int, bool]:
-    """`{"default_ttl": minutes, "refresh_on_read": bool}` -> (ms, refresh)."""
-    if ttl is None:
-        return 0, False
-    if not isinstance(ttl, Mapping):
-        raise InvalidConfigError(f"ttl must be a mapping, got {ttl!r}")
-    unknown = set(ttl) - {"default_ttl", "refresh_on_read"}
-    if unknown:
-        raise InvalidConfigError(f"unknown ttl option(s): {sorted(unknown)}")
-    minutes = ttl.get("default_ttl")
-    if minutes is None:
-        return 0, bool(ttl.get("refresh_on_read", False))
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
-        raise InvalidConfigError(f"ttl['default_ttl'] must be minutes, got {minutes!r}")
-    if minutes <= 0:
-        raise InvalidConfigError(f"ttl['default_ttl'] must be > 0, got {minutes!r}")
-    return max(1, round(minutes * 60_000)), bool(ttl.get("refresh_on_read", False))
 
 
 def describe_server(url: str) -> str:
