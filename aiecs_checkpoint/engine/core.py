@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from aiecs_checkpoint.config import apply_log_level
 from aiecs_checkpoint.domain.serde import CheckedSerializer, checked, unwrap
 from aiecs_checkpoint.engine.latency import Latency
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
@@ -107,6 +108,7 @@ class EngineCore:
         archive: ArchiveSettings | Mapping[str, Any] | None = None,
     ) -> None:
         _check_options(redis_url, key_prefix, session_ttl, max_conversation_messages)
+        apply_log_level()
         self._ttl_ms, self._refresh_on_read = parse_ttl(ttl)
         redis = redis_url is not None or redis_client is not None
         if cluster is not None and not isinstance(cluster, bool):
