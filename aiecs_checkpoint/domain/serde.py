@@ -194,52 +194,83 @@ class CheckedSerializer(SerializerProtocol):
 
     def loads_typed(self, data: tuple[str, bytes]) -> Any:
         """The stored value, or `CorruptDataError` / `BlockedTypeError`."""
-        with self.guarded(data):
-            return self.inner.loads_typed(data)
+        return self.load(data)
+
+    def load(self, data: tuple[str, bytes], where: str = "") -> Any:
+        """`loads_typed`, naming `where` the value was in a typed error (e.g.
+        "thread 't1' checkpoint '...' channel 'messages' item 3")."""
+        type_ = self._tag(data, where)
+        watch = _Watch(self.allowed)
+        token = _WATCH.set(watch)
+        try:
+            value = self.inner.loads_typed(data)
+        except _CAUGHT as exc:
+            raise _failure(watch, type_, where, exc) from (
+                None if watch.refused else exc
+            )
+        finally:
+            _WATCH.reset(token)
+        if watch.refused:  # inside a nested value LangGraph recovered from
+            raise _blocked(watch.refused[0], where)
+        return value
 
     @contextmanager
     def guarded(self, data: tuple[str, bytes], where: str = "") -> Iterator[None]:
-        """Decode `data` inside: the allowlist applies, and any failure to
-        decrypt or decode it becomes a typed error (`where` names the value in
-        the message, e.g. "thread 't1' checkpoint '...' channel 'messages'").
-
-        A fast path that decodes with `.inner` (or below it) directly keeps
-        every check by doing so inside this block.
-        """
-        place = f" ({where})" if where else ""
-        try:
-            type_, _ = data
-        except (TypeError, ValueError):
-            raise CorruptDataError(
-                f"stored value{place} is not a (type, bytes) pair: {data!r:.80}"
-            ) from None
-        if self.encrypted and "+" not in str(type_):
-            raise CorruptDataError(
-                f"stored value{place} is not encrypted (type {type_!r}) although "
-                "an EncryptedSerializer is configured: refusing to read plaintext "
-                "it did not write"
-            )
+        """Decode `data` inside, with every check of `load`: for a fast path
+        that decodes with `.inner` (or below it) directly."""
+        type_ = self._tag(data, where)
         watch = _Watch(self.allowed)
         token = _WATCH.set(watch)
         try:
             yield
-        except (_Refused, *DECODE_ERRORS) as exc:
-            if watch.refused:
-                raise _blocked(watch.refused[0], place) from None
-            raise CorruptDataError(
-                f"stored {type_} value{place} could not be decoded: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        except _CAUGHT as exc:
+            raise _failure(watch, type_, where, exc) from (
+                None if watch.refused else exc
+            )
         finally:
             _WATCH.reset(token)
-        if watch.refused:  # refused inside a nested value LangGraph recovered from
-            raise _blocked(watch.refused[0], place)
+        if watch.refused:
+            raise _blocked(watch.refused[0], where)
+
+    def _tag(self, data: tuple[str, bytes], where: str) -> str:
+        """The type tag of a stored value, checked before anything is decoded."""
+        try:
+            type_, _ = data
+        except (TypeError, ValueError):
+            raise CorruptDataError(
+                f"stored value{_place(where)} is not a (type, bytes) pair: {data!r:.80}"
+            ) from None
+        if self.encrypted and "+" not in str(type_):
+            raise CorruptDataError(
+                f"stored value{_place(where)} is not encrypted (type {type_!r}) "
+                "although an EncryptedSerializer is configured: refusing to read "
+                "plaintext it did not write"
+            )
+        return str(type_)
 
 
-def _blocked(name: str, place: str) -> BlockedTypeError:
+_CAUGHT = (_Refused, *DECODE_ERRORS)
+
+
+def _place(where: str) -> str:
+    return f" ({where})" if where else ""
+
+
+def _failure(
+    watch: _Watch, type_: str, where: str, exc: BaseException
+) -> CorruptDataError:
+    if watch.refused:
+        return _blocked(watch.refused[0], where)
+    return CorruptDataError(
+        f"stored {type_} value{_place(where)} could not be decoded: "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def _blocked(name: str, where: str) -> BlockedTypeError:
     module, _, attr = name.rpartition(".")
     return BlockedTypeError(
-        f"stored value{place} names the type {name}, which is not in the "
+        f"stored value{_place(where)} names the type {name}, which is not in the "
         "deserialization allowlist; nothing of it was imported. If this type "
         "belongs in your graph state, allow it: "
         f"saver.with_allowlist([({module!r}, {attr!r})]) "
@@ -266,8 +297,7 @@ def unwrap(serde: SerializerProtocol) -> SerializerProtocol:
 def load(serde: SerializerProtocol, data: tuple[str, bytes], where: str) -> Any:
     """`serde.loads_typed(data)`, with `where` named in a typed error."""
     if isinstance(serde, CheckedSerializer):
-        with serde.guarded(data, where):
-            return serde.inner.loads_typed(data)
+        return serde.load(data, where)
     return serde.loads_typed(data)
 
 

@@ -106,3 +106,23 @@ def test_the_allowlist_applies_only_inside_a_checked_decode(tmp_path: Path) -> N
     with pytest.raises(BlockedTypeError):
         CheckedSerializer().loads_typed(stored)
     assert JsonPlusSerializer().loads_typed(stored) == Point(1)
+
+
+def test_a_fast_path_decoding_with_the_inner_serializer_keeps_every_check(
+    tmp_path: Path,
+) -> None:
+    """`guarded()`: how a caller that decodes with `.inner` directly (or below
+    it) keeps the allowlist and the typed errors."""
+    marker = tmp_path / "ran"
+    serde = CheckedSerializer(JsonPlusSerializer())
+    crafted = ("msgpack", ormsgpack.packb([system_ext(marker)]))
+    with pytest.raises(BlockedTypeError, match=r"\(channel 'x'\)"):
+        with serde.guarded(crafted, "channel 'x'"):
+            serde.inner.loads_typed(crafted)
+    assert not marker.exists()
+    with pytest.raises(CorruptDataError, match=r"\(channel 'y'\)"):
+        with serde.guarded(("msgpack", b"\xc1"), "channel 'y'"):
+            ormsgpack.unpackb(b"\xc1")
+    good = serde.dumps_typed([HumanMessage("hi")])
+    with serde.guarded(good):
+        assert serde.inner.loads_typed(good) == [HumanMessage("hi")]
