@@ -4,6 +4,7 @@ from aiecs_checkpoint import ContextEngineSaver
 graph = builder.compile(checkpointer=ContextEngineSaver())
 """
 
+from aiecs_checkpoint._version import __version__
 from aiecs_checkpoint.domain import (
     AgentCommunicationMessage,
     ContextUpdate,
@@ -25,6 +26,7 @@ from aiecs_checkpoint.errors import (
     AiecsCheckpointError,
     InvalidConfigError,
     InvalidCursorError,
+    InvalidExportError,
     InvalidNamespaceError,
     InvalidPruneStrategyError,
     InvalidThreadIdError,
@@ -43,8 +45,6 @@ from aiecs_checkpoint.tracking.nodes import (
     track_model_usage,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "AgentCommunicationMessage",
     "AiecsCheckpointError",
@@ -56,6 +56,7 @@ __all__ = [
     "ConversationSession",
     "InvalidConfigError",
     "InvalidCursorError",
+    "InvalidExportError",
     "InvalidNamespaceError",
     "InvalidPruneStrategyError",
     "InvalidThreadIdError",

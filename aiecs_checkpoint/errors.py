@@ -28,6 +28,10 @@ class InvalidCursorError(InvalidConfigError):
     """A `before` cursor of `list_threads` was not made by `list_threads`."""
 
 
+class InvalidExportError(InvalidConfigError):
+    """An export file is malformed, truncated, or of an unknown format or version."""
+
+
 class InvalidPruneStrategyError(InvalidConfigError):
     """`prune` was called with a strategy other than keep_latest or delete."""
 
@@ -67,6 +71,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidConfigError",
     "InvalidCursorError",
+    "InvalidExportError",
     "InvalidNamespaceError",
     "InvalidPruneStrategyError",
     "InvalidThreadIdError",

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "aiecs_checkpoint"
 
 LAYERS = [
-    ("errors", "config"),
+    ("_version", "errors", "config"),
     ("domain", "stores"),
     ("engine",),
     ("tracking",),
@@ -55,8 +55,10 @@ def imports_of(name: str) -> set[str]:
                 anchor = name.split(".")
                 anchor = anchor[: len(anchor) - node.level + (1 if is_package else 0)]
                 base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            subs = [f"{base}.{alias.name}" for alias in node.names]
+            found.update(subs)
+            if not all(sub in MODULES for sub in subs):
+                found.add(base)
     return {m for m in found if m in MODULES and m != name}
 
 

@@ -7,16 +7,22 @@ return operations (`stores.ops`); `run` / `iterate` perform them with blocking
 I/O, `arun` / `aiterate` with asyncio, so every caller above (the domain API,
 the saver, tracking) writes each operation once for both.
 
-Redis is configured in one of three ways: `redis_url=...`, `redis_client=...`
-with an existing redis-py client (sync or asyncio), or `ContextEngine.from_env()`
-reading the variables the original ContextEngine documented (`REDIS_URL`, else
-`REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`/`REDIS_PASSWORD`).
+Redis is configured in one of three ways: `redis_url=...` (validated
+completely, before anything connects), `redis_client=...` with an existing
+redis-py client (sync or asyncio, standalone or cluster; the other flavour is
+built with exactly its connection settings, or pass it as `aredis_client=`),
+or `ContextEngine.from_env()` reading the variables the original ContextEngine
+documented (`REDIS_URL`, else `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`/
+`REDIS_PASSWORD`).
 
 Start-up (`connect()` / `await initialize()`) pings Redis and detects a Redis
-Cluster. If Redis is unreachable then, the engine falls back to the memory store
-only when `fallback=True`, and says so loudly (WARNING log, `health_check()`
-"degraded", `storage_backend` "memory"); otherwise it raises `StoreError`.
-After start-up a Redis failure is never hidden: calls retry briefly, then raise.
+Cluster. If Redis cannot be reached then (connection refused, timeout, unknown
+host, missing socket), the engine falls back to the memory store only when
+`fallback=True`, and says so loudly (WARNING log, `health_check()` "degraded",
+`storage_backend` "memory"); otherwise it raises `StoreError`. Rejected
+credentials (`StoreError`) and a db the server lacks (`InvalidConfigError`)
+always raise: a fallback would hide a misconfiguration. After start-up a Redis
+failure is never hidden: calls retry briefly, then raise.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from aiecs_checkpoint.stores.memory.domain import MemoryDomainStore
 from aiecs_checkpoint.stores.ops import AsyncRunner, Op, Runner, Stream
 from aiecs_checkpoint.stores.protocols import CheckpointStore, DomainStore
 from aiecs_checkpoint.stores.redis import client as rc
+from aiecs_checkpoint.stores.redis import twins
 from aiecs_checkpoint.stores.redis.checkpoints import RedisCheckpointStore
 from aiecs_checkpoint.stores.redis.domain import RedisDomainStore
 from aiecs_checkpoint.stores.settings import parse_ttl
@@ -59,7 +66,13 @@ class EngineCore:
     Args:
         redis_url: `redis://`, `rediss://` or `unix://` URL (password and db in
             the URL).
-        redis_client: an existing redis-py client (sync or asyncio) to use.
+        redis_client: an existing redis-py client to use: `redis.Redis`,
+            `redis.asyncio.Redis` or their `RedisCluster`s. The other flavour
+            is built with exactly the same connection settings; when redis-py
+            cannot express them in that flavour, `InvalidConfigError` asks
+            for both clients.
+        aredis_client: the asyncio client to use with a sync `redis_client`
+            (both configured alike, for the same server).
         key_prefix: prefix of every Redis key, so applications can share a server.
             Validated on every store; it has no effect on the memory store,
             whose data is private to the engine already (so one configuration,
@@ -97,6 +110,7 @@ class EngineCore:
         *,
         redis_url: str | None = None,
         redis_client: Any = None,
+        aredis_client: Any = None,
         key_prefix: str = DEFAULT_PREFIX,
         ttl: Mapping[str, Any] | None = None,
         cluster: bool | None = None,
@@ -107,12 +121,11 @@ class EngineCore:
         max_conversation_messages: int = DEFAULT_MAX_MESSAGES,
         archive: ArchiveSettings | Mapping[str, Any] | None = None,
     ) -> None:
-        _check_options(redis_url, key_prefix, session_ttl, max_conversation_messages)
+        _check_options(key_prefix, session_ttl, max_conversation_messages)
         apply_log_level()
         self._ttl_ms, self._refresh_on_read = parse_ttl(ttl)
-        redis = redis_url is not None or redis_client is not None
-        if cluster is not None and not isinstance(cluster, bool):
-            raise InvalidConfigError(f"cluster must be a bool or None, got {cluster!r}")
+        self._url = _check_redis(redis_url, redis_client, aredis_client, cluster)
+        redis = (redis_url, redis_client, aredis_client) != (None, None, None)
         if cluster and not redis:
             raise InvalidConfigError(
                 "cluster=True needs Redis: pass redis_url=... or redis_client=... "
@@ -122,6 +135,11 @@ class EngineCore:
             raise InvalidConfigError(
                 "store=... is a ready store: ttl and Redis options do not apply to it"
             )
+        self._clients = (
+            None
+            if redis_client is None and aredis_client is None
+            else twins.from_clients(redis_client, aredis_client)
+        )
         self._serde = checked(serde)
         self._serde_bound = serde is not None
         self.session_ttl = session_ttl
@@ -131,7 +149,6 @@ class EngineCore:
         self.redis_url = redis_url
         self.fallback = fallback
         self.degraded_reason: str | None = None
-        self._redis_client = redis_client
         self._prefix = key_prefix
         self._cluster = cluster
         self._connected = False
@@ -139,7 +156,16 @@ class EngineCore:
         self._aredis: Any = None
         if store is not None:
             self._use(store, MemoryDomainStore(session_ttl), {}, {})
-        elif redis:
+        elif self._clients is not None:
+            if cluster is not None and cluster != self._clients.cluster:
+                kind = "a cluster" if self._clients.cluster else "a standalone"
+                raise InvalidConfigError(
+                    f"cluster={cluster} but the Redis client given is {kind} client"
+                )
+            if self._clients.cluster:
+                self._cluster = True
+            self._build_redis(cluster=bool(self._clients.cluster))
+        elif redis_url is not None:
             self._build_redis(cluster=bool(cluster))
         else:
             self._use_memory()
@@ -213,26 +239,27 @@ class EngineCore:
         self._use(store, MemoryDomainStore(self.session_ttl), {}, {})
 
     def _build_redis(self, cluster: bool) -> None:
-        if not rc.INSTALLED:
-            raise InvalidConfigError(
-                "Redis support needs the redis extra: "
-                "pip install 'aiecs-checkpoint[redis]'"
-            )
         settings = rc.RedisSettings(
             prefix=self._prefix,
             ttl_ms=self._ttl_ms,
             refresh_on_read=self._refresh_on_read,
             cluster=cluster,
         )
-        sync_client, async_client = rc.client_pair(self._redis_client)
-        self._redis = rc.RedisClient(self.redis_url, settings, client=sync_client)
+        if self._clients is not None:
+            clients = self._clients
+        else:
+            assert self._url is not None
+            clients = twins.from_url(self._url, cluster)
+        self._redis = rc.RedisClient(
+            clients.server, settings, make=clients.make_sync, given=clients.sync
+        )
         self._aredis = rc.AsyncRedisClient(
-            self.redis_url, settings, client=async_client
+            clients.server, settings, make=clients.make_async, given=clients.async_
         )
         session_ms = round(self.session_ttl * 1000) if self.session_ttl else 0
         self._use(
             RedisCheckpointStore(settings),
-            RedisDomainStore(settings, session_ms),
+            RedisDomainStore(settings, session_ms, serde=lambda: self.serde),
             {rc.Call: self._redis.execute},
             {rc.Call: self._aredis.execute},
         )
@@ -251,7 +278,7 @@ class EngineCore:
             return self
         try:
             if self._cluster is None and self.run(rc.cluster_probe()):
-                self._build_redis(cluster=True)
+                self._use_cluster()
             self.run(self.checkpoints.ping())
         except StoreError as exc:
             self._degrade_or_raise(exc)
@@ -265,15 +292,27 @@ class EngineCore:
             return self.degraded_reason is None
         try:
             if self._cluster is None and await self.arun(rc.cluster_probe()):
-                self._build_redis(cluster=True)
+                self._use_cluster()
             await self.arun(self.checkpoints.ping())
         except StoreError as exc:
             self._degrade_or_raise(exc)
         self._connected = True
         return self.degraded_reason is None
 
+    def _use_cluster(self) -> None:
+        """The server is a Redis Cluster node: use cluster clients."""
+        if self._clients is not None:
+            raise InvalidConfigError(
+                f"the Redis client given ({self._clients.server}) is connected to a "
+                "Redis Cluster node: pass redis.cluster.RedisCluster (or "
+                "redis.asyncio.cluster.RedisCluster) clients instead"
+            )
+        self._build_redis(cluster=True)
+
     def _degrade_or_raise(self, exc: StoreError) -> None:
-        if not self.fallback:
+        """Fall back to memory when allowed and Redis cannot be reached at all;
+        rejected credentials and server errors always raise."""
+        if not self.fallback or not rc.unreachable(exc):
             raise exc
         self.degraded_reason = str(exc)
         logger.warning(
@@ -301,21 +340,39 @@ class EngineCore:
             await self._aredis.close()
 
 
+def _check_redis(
+    redis_url: object, redis_client: Any, aredis_client: Any, cluster: object
+) -> rc.RedisURL | None:
+    """The validated Redis URL (None without one); `InvalidConfigError` for a
+    bad URL, conflicting options or a missing `redis` extra."""
+    if redis_url is None and redis_client is None and aredis_client is None:
+        return None
+    if not rc.INSTALLED:
+        raise InvalidConfigError(
+            "Redis support needs the redis extra: pip install 'aiecs-checkpoint[redis]'"
+        )
+    if cluster is not None and not isinstance(cluster, bool):
+        raise InvalidConfigError(
+            f"cluster must be True, False or None, got {cluster!r}"
+        )
+    if redis_url is not None and (redis_client, aredis_client) != (None, None):
+        raise InvalidConfigError(
+            "pass either redis_url or redis_client/aredis_client, not both"
+        )
+    if aredis_client is not None and redis_client is None:
+        raise InvalidConfigError(
+            "aredis_client goes with a sync redis_client; to pass only an "
+            "asyncio client, pass it as redis_client"
+        )
+    return None if redis_url is None else rc.parse_url(redis_url)
+
+
 def _check_options(
-    redis_url: object,
     key_prefix: object,
     session_ttl: object,
     max_conversation_messages: object,
 ) -> None:
     """Raise `InvalidConfigError` naming the first invalid option."""
-    if redis_url is not None and not isinstance(redis_url, str):
-        raise InvalidConfigError(f"redis_url must be a str, got {redis_url!r}")
-    if redis_url is not None and not redis_url.startswith(
-        ("redis://", "rediss://", "unix://")
-    ):
-        raise InvalidConfigError(
-            "redis_url must start with redis://, rediss:// or unix://"
-        )
     if not isinstance(key_prefix, str) or not key_prefix:
         raise InvalidConfigError(
             f"key_prefix must be a non-empty str, got {key_prefix!r}"

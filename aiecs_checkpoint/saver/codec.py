@@ -7,7 +7,7 @@ decodes with these functions. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,7 +30,9 @@ from aiecs_checkpoint.errors import (
     InvalidThreadIdError,
     SerializationError,
 )
-from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex, Known, ListKey
+from aiecs_checkpoint.saver import sends
+from aiecs_checkpoint.saver.cache import Known, ListKey, SaverCache
+from aiecs_checkpoint.stores import refs
 from aiecs_checkpoint.stores.records import (
     EMPTY_TYPE,
     RECORD_CHANNEL,
@@ -51,6 +53,13 @@ from aiecs_checkpoint.stores.records import (
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 
+RUNTIME_KEY = "__pregel_runtime"
+"""Set in the config of every put LangGraph makes while running a graph."""
+
+DURABILITY_KEY = "__pregel_durability"
+"""A run's durability mode in the config LangGraph passes to put (absent when
+the default, "async")."""
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -61,6 +70,16 @@ class Target:
     checkpoint_id: str | None
 
 
+def _is_text(value: str) -> bool:
+    """True when `value` is valid Unicode text (encodable as UTF-8: no lone
+    surrogates), as every store and the archive must be able to keep it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_thread_id(thread_id: object) -> str:
     """A valid thread id, or `InvalidThreadIdError` saying what is wrong with it."""
     if not isinstance(thread_id, str):
@@ -69,7 +88,27 @@ def check_thread_id(thread_id: object) -> str:
         )
     if not thread_id:
         raise InvalidThreadIdError("thread_id must not be empty")
+    if not _is_text(thread_id):
+        raise InvalidThreadIdError(
+            f"thread_id must be valid Unicode text (no lone surrogates), "
+            f"got {thread_id!r}"
+        )
     return thread_id
+
+
+def check_checkpoint_id(checkpoint_id: object, what: str) -> str:
+    """A valid checkpoint id (non-empty text without NUL), or
+    `InvalidConfigError` naming `what`."""
+    if not isinstance(checkpoint_id, str) or not checkpoint_id:
+        raise InvalidConfigError(
+            f"{what} must be a non-empty str, got {checkpoint_id!r}"
+        )
+    if "\0" in checkpoint_id or not _is_text(checkpoint_id):
+        raise InvalidConfigError(
+            f"{what} must be valid Unicode text without NUL characters, "
+            f"got {checkpoint_id!r}"
+        )
+    return checkpoint_id
 
 
 def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Target:
@@ -90,11 +129,17 @@ def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Tar
         raise InvalidNamespaceError(
             f"checkpoint_ns must be a str, got {type(ns).__name__} {ns!r}"
         )
+    if not _is_text(ns):
+        raise InvalidNamespaceError(
+            f"checkpoint_ns must be valid Unicode text (no lone surrogates), got {ns!r}"
+        )
     cid = conf.get("checkpoint_id")
     if cid is not None and not isinstance(cid, str):
         raise InvalidConfigError(
             f"checkpoint_id must be a str, got {type(cid).__name__} {cid!r}"
         )
+    if cid:
+        check_checkpoint_id(cid, "checkpoint_id")
     if need_id and not cid:
         raise InvalidConfigError(
             "config['configurable']['checkpoint_id'] is required here "
@@ -158,38 +203,44 @@ class PutPlan:
     row: CheckpointRow
     values: dict[str, tuple[Version, ValueWrite]]
     lists: dict[str, list[Any]]
+    bases: dict[str, Known | None]
+    """Per list: the generation it extends (its objects are the list's head)."""
 
 
 def encode_put(
     serde: SerializerProtocol,
-    index: ElementIndex | None,
-    cache: DecodeCache,
+    cache: SaverCache | None,
     config: RunnableConfig,
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     new_versions: ChannelVersions,
 ) -> PutPlan:
-    """Serialize a checkpoint; list values reuse element positions `index` knows.
+    """Serialize a checkpoint; list values reuse element positions `cache` knows.
 
-    Without an index every list element is serialized. Manual state updates
-    (`update_state`, forks) never reuse positions: their values come from the
-    caller, who may have edited objects it read.
+    Without a cache every list element is serialized.
     """
     target = parse_config(config)
-    cid = checkpoint.get("id")
-    if not isinstance(cid, str) or not cid:
-        raise InvalidConfigError(
-            f"checkpoint['id'] must be a non-empty str, got {cid!r}"
-        )
+    cid = check_checkpoint_id(checkpoint.get("id"), "checkpoint['id']")
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")
-    dirty = (
-        index.edited(target.thread_id, target.checkpoint_ns, cid) if index else set()
+    conf = config.get("configurable") or {}
+    # A run with LangGraph's default durability saves checkpoints in the
+    # background: see `SaverCache.candidates`.
+    background = RUNTIME_KEY in conf and conf.get(DURABILITY_KEY) in (None, "async")
+    in_run = RUNTIME_KEY in conf
+    match = (
+        cache.match(target.thread_id, target.checkpoint_ns, in_run) if cache else None
+    )
+    dirty, predating = (
+        cache.edited(target.thread_id, target.checkpoint_ns, cid)
+        if cache
+        else (set(), set())
     )
     values_in = checkpoint.get("channel_values", {})
     values: dict[str, tuple[Version, ValueWrite]] = {}
     lists: dict[str, list[Any]] = {}
+    bases: dict[str, Known | None] = {}
     for ch, version in new_versions.items():
         if ch not in values_in:
             values[ch] = (version, (EMPTY_TYPE, b""))
@@ -197,13 +248,11 @@ def encode_put(
         value = values_in[ch]
         if type(value) is list:
             key = (target.thread_id, target.checkpoint_ns, ch)
-            known = index.lookup(key) if index else None
-            if known is not None:
-                edited = set(map(id, value)) if manual else dirty
-                cache.forget(key, known.epoch, known.positions_of(edited))
-            if manual:
-                known = None
-            values[ch] = (version, plan_list(serde, known, dirty, ch, value))
+            gens = cache.candidates(key, manual, background) if cache else []
+            write, bases[ch] = plan_list(
+                serde, cache, key, gens, (dirty, predating), value, match
+            )
+            values[ch] = (version, write)
             lists[ch] = value
         else:
             values[ch] = (version, dumps(serde, value, f"channel {ch!r}"))
@@ -219,81 +268,147 @@ def encode_put(
         run_key=run_key(md.get("run_id")),
         delta_channels=tuple(sorted(counters)),
     )
-    return PutPlan(row=row, values=values, lists=lists)
+    return PutPlan(row=row, values=values, lists=lists, bases=bases)
+
+
+def _items(
+    serde: SerializerProtocol,
+    channel: str,
+    value: list[Any],
+    indexes: Iterable[int],
+    match: sends.Match | None,
+) -> tuple[Typed, ...]:
+    what = f"channel {channel!r} item"
+    return tuple(dump_shared(serde, value[i], f"{what} {i}", match) for i in indexes)
+
+
+def dump_shared(
+    serde: SerializerProtocol, value: Any, what: str, match: sends.Match | None
+) -> Typed:
+    """`dumps`, as a ref value when `value` is a `Send` repeating stored lists."""
+    cut, found = sends.split(value, match) if match is not None else (value, [])
+    typed = dumps(serde, cut, what)
+    return refs.wrap(typed, found) if found else typed
 
 
 def plan_list(
     serde: SerializerProtocol,
-    known: Known | None,
-    dirty: set[int],
-    channel: str,
+    cache: SaverCache | None,
+    key: ListKey,
+    gens: list[tuple[Known, bool]],
+    edited: tuple[set[int], set[int]],
     value: list[Any],
-) -> ListWrite:
-    """Serialize only the elements not already stored (per `known`)."""
-    if known is not None and known.extended_by(value, dirty):
+    match: sends.Match | None = None,
+) -> tuple[ListWrite, Known | None]:
+    """Serialize only the elements not already stored; also returns the
+    generation whose objects are the list's head, if one is.
+
+    Fast path: `value` starts with exactly the objects of a generation (a list
+    that only grew), checked at C speed; a read generation's objects must also
+    still equal what is stored. Otherwise each element reuses the position of
+    the same object in the generation with the most of them, if unchanged.
+    `edited`: ids to serialize again, and ids to keep as stored (see
+    `SaverCache.edited`).
+    """
+    channel = key[2]
+    dirty, predating = edited
+    for known, verify in gens:
         n = len(known.elements)
-        new_items = tuple(
-            dumps(serde, value[i], f"channel {channel!r} item {i}")
-            for i in range(n, len(value))
-        )
+        if not known.extended_by(value, dirty):
+            continue
+        if verify and n and cache is not None:
+            head = value[:n]
+            same = cache.unchanged(key, known.epoch, known.positions, head)
+            if not all(
+                s or id(v) in predating for s, v in zip(same, head, strict=True)
+            ):
+                break
+        new_items = _items(serde, channel, value, range(n, len(value)), match)
         fresh = len(new_items)
-        return ListWrite(
+        runs = known.slot_runs
+        write = ListWrite(
             epoch=known.epoch if n else None,
-            slots=(*known.positions, *range(-1, -fresh - 1, -1)),
+            runs=(*runs, (-1, fresh)) if fresh else runs,
             new_items=new_items,
-            runs=(*known.slot_runs, (-1, fresh)) if fresh else known.slot_runs,
         )
-    reuse = known.reuse(value, dirty) if known is not None else [None] * len(value)
+        return write, known
+    reuse = _reusable(cache, key, gens, edited, value)
     slots: list[int] = []
     items: list[Typed] = []
     for i, position in enumerate(reuse):
         if position is not None:
             slots.append(position)
         else:
-            items.append(dumps(serde, value[i], f"channel {channel!r} item {i}"))
+            items += _items(serde, channel, value, (i,), match)
             slots.append(-len(items))
     reused = len(items) < len(value)
-    return ListWrite(
-        epoch=known.epoch if reused and known is not None else None,
-        slots=tuple(slots),
-        new_items=tuple(items),
-    )
+    epoch = _best(gens, value)[0].epoch if reused else None
+    return ListWrite.of_slots(epoch, slots, tuple(items)), None
+
+
+def _best(gens: list[tuple[Known, bool]], value: list[Any]) -> tuple[Known, bool]:
+    """The generation holding the most of `value`'s objects."""
+    ids = set(map(id, value))
+    return max(gens, key=lambda g: g[0].hits(ids))
+
+
+def _reusable(
+    cache: SaverCache | None,
+    key: ListKey,
+    gens: list[tuple[Known, bool]],
+    edited: tuple[set[int], set[int]],
+    value: list[Any],
+) -> list[int | None]:
+    """Per element of `value`, the stored position it can reuse, or None."""
+    if not gens:
+        return [None] * len(value)
+    dirty, predating = edited
+    known, verify = _best(gens, value)
+    by_id = known.by_id()
+    reuse: list[int | None] = []
+    for element in value:
+        hit = by_id.get(id(element))
+        ok = hit is not None and hit[0] is element and id(element) not in dirty
+        reuse.append(hit[1] if ok and hit is not None else None)
+    if verify and cache is not None:
+        matched = [i for i, p in enumerate(reuse) if p is not None]
+        same = cache.unchanged(
+            key,
+            known.epoch,
+            [reuse[i] for i in matched],  # type: ignore[misc]
+            [value[i] for i in matched],
+        )
+        for i, ok in zip(matched, same, strict=True):
+            if not ok and id(value[i]) not in predating:
+                reuse[i] = None
+    return reuse
 
 
 def note_written(
-    index: ElementIndex,
-    cache: DecodeCache,
-    target: Target,
-    writes: Sequence[tuple[str, Any]],
+    cache: SaverCache, target: Target, writes: Sequence[tuple[str, Any]]
 ) -> None:
-    """A task wrote these objects: stored ones are treated as edited from now on.
-
-    Later puts serialize them again, and their cached decodes are dropped at
-    once, so a read made before the next checkpoint (an interrupt, a failed
-    sibling, `get_state`) returns the stored value, not the object the task
-    may have edited in place.
-    """
+    """A task wrote these objects: stored ones are treated as edited from now on,
+    so later puts serialize them again."""
     assert target.checkpoint_id is not None
     for channel, value in writes:
         items = value if type(value) is list else (value,)
-        hit = index.mark_edited(
+        cache.mark_edited(
             target.thread_id, target.checkpoint_ns, target.checkpoint_id, channel, items
         )
-        if hit is not None:
-            key = (target.thread_id, target.checkpoint_ns, channel)
-            cache.forget(key, hit[0], hit[1])
 
 
 def record_lists(
-    index: ElementIndex, plan: PutPlan, assigned: Mapping[str, ListValue]
+    cache: SaverCache, plan: PutPlan, assigned: Mapping[str, ListValue]
 ) -> None:
     """After a put, remember where each list element now lives."""
     row = plan.row
     for ch, value in plan.lists.items():
         stored = assigned[ch]
+        write = plan.values[ch][1]
+        assert isinstance(write, ListWrite)
         key = (row.thread_id, row.checkpoint_ns, ch)
-        index.record(key, stored.epoch, value, stored.runs)
-        index.settle(row.thread_id, row.checkpoint_ns, row.checkpoint_id, value)
+        cache.record_written(key, stored, value, write, plan.bases.get(ch))
+        cache.settle(row.thread_id, row.checkpoint_ns, row.checkpoint_id, value)
 
 
 def encode_writes(
@@ -302,15 +417,21 @@ def encode_writes(
     writes: Sequence[tuple[str, Any]],
     task_id: str,
     task_path: str,
+    cache: SaverCache | None = None,
 ) -> tuple[Target, list[WriteRow]]:
-    """Serialize a task's writes, all of them before anything is stored."""
+    """Serialize a task's writes, all of them before anything is stored; a
+    `Send` repeating a stored list refers to it (`saver.sends`)."""
     target = parse_config(config, need_id=True)
+    in_run = RUNTIME_KEY in (config.get("configurable") or {})
+    match = (
+        cache.match(target.thread_id, target.checkpoint_ns, in_run) if cache else None
+    )
     rows = [
         WriteRow(
             task_id=task_id,
             idx=write_idx(channel, i),
             channel=channel,
-            value=dumps(serde, value, f"write to channel {channel!r}"),
+            value=dump_shared(serde, value, f"write to channel {channel!r}", match),
             task_path=task_path,
         )
         for i, (channel, value) in enumerate(writes)
@@ -319,29 +440,43 @@ def encode_writes(
 
 
 class Decoder:
-    """Turns stored tuples back into LangGraph objects, decoding list elements once."""
+    """Turns stored tuples back into LangGraph objects the caller owns; list
+    elements are decoded once per process and copied for each read."""
 
-    def __init__(
-        self, serde: SerializerProtocol, index: ElementIndex, cache: DecodeCache
-    ) -> None:
+    def __init__(self, serde: SerializerProtocol, cache: SaverCache) -> None:
         self.serde = serde
-        self.index = index
         self.cache = cache
 
+    def load(self, thread_id: str, checkpoint_ns: str, value: Typed) -> Any:
+        """A stored value, its shared lists put back (`saver.sends`); raises
+        `MissingElements` when the elements they point at are not kept here."""
+        if not refs.is_ref(value):
+            return self.serde.loads_typed(value)
+        inner, found = refs.unwrap(value)
+        decoded = self.serde.loads_typed(inner)
+        parts = [
+            (
+                r,
+                self.cache.shared(
+                    (thread_id, checkpoint_ns, r.channel), r.epoch, r.runs
+                ),
+            )
+            for r in found
+        ]
+        return sends.join(decoded, parts)
+
     def value(self, key: ListKey, resolved: ResolvedValue) -> Any:
-        """A channel value; list elements come from the decode cache."""
+        """A channel value; list elements come from the cache, copied."""
         if not isinstance(resolved, ListItems):
             return self.serde.loads_typed(resolved)
-        out = self.cache.decode(
+        return self.cache.read_list(
             key,
             resolved.epoch,
             resolved.runs,
             resolved.items,
             resolved.held,
-            self.serde.loads_typed,
+            lambda item: self.load(key[0], key[1], item),
         )
-        self.index.record(key, resolved.epoch, out, resolved.runs)
-        return out
 
     def metadata(self, stored: StoredTuple) -> CheckpointMetadata:
         """The checkpoint's metadata."""
@@ -367,13 +502,20 @@ class Decoder:
                 else None
             ),
             pending_writes=self.writes(
-                [w for w in stored.writes if w.channel != RECORD_CHANNEL]
+                row.thread_id,
+                row.checkpoint_ns,
+                [w for w in stored.writes if w.channel != RECORD_CHANNEL],
             ),
         )
 
-    def writes(self, rows: Sequence[WriteRow]) -> list[PendingWrite]:
+    def writes(
+        self, thread_id: str, checkpoint_ns: str, rows: Sequence[WriteRow]
+    ) -> list[PendingWrite]:
         """Pending writes, in the order the store returned them."""
-        return [(w.task_id, w.channel, self.serde.loads_typed(w.value)) for w in rows]
+        return [
+            (w.task_id, w.channel, self.load(thread_id, checkpoint_ns, w.value))
+            for w in rows
+        ]
 
     def delta_history(
         self, target: Target, history: DeltaHistory | None, channels: Sequence[str]
@@ -381,8 +523,9 @@ class Decoder:
         """The `get_delta_channel_history` result for every requested channel."""
         out: dict[str, DeltaChannelHistory] = {}
         for ch in channels:
+            rows = history.writes.get(ch, []) if history else []
             entry: DeltaChannelHistory = {
-                "writes": self.writes(history.writes.get(ch, [])) if history else []
+                "writes": self.writes(target.thread_id, target.checkpoint_ns, rows)
             }
             if history is not None and ch in history.seeds:
                 key = (target.thread_id, target.checkpoint_ns, ch)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from aiecs_checkpoint.engine import ContextEngine
-from aiecs_checkpoint.saver.cache import DecodeCache, ElementIndex
+from aiecs_checkpoint.saver.cache import SaverCache
 from aiecs_checkpoint.saver.codec import Decoder
+from aiecs_checkpoint.saver.elements import ElementCodec
 from aiecs_checkpoint.tracking.records import RecordBuffer
 from aiecs_checkpoint.tracking.sessions import SessionTracker
 
@@ -27,8 +28,7 @@ class SaverContext:
 
     engine: ContextEngine
     serde: SerializerProtocol
-    index: ElementIndex
-    cache: DecodeCache
+    cache: SaverCache
     decoder: Decoder
     records: RecordBuffer
     sessions: SessionTracker | None
@@ -40,17 +40,11 @@ class SaverContext:
         serde: SerializerProtocol,
         records: RecordBuffer,
         sessions: SessionTracker | None,
+        cache_bytes: int,
     ) -> SaverContext:
-        """A context with empty caches for `serde`."""
-        index, cache = ElementIndex(), DecodeCache()
-        decoder = Decoder(serde, index, cache)
-        return cls(engine, serde, index, cache, decoder, records, sessions)
-
-    def reset_caches(self) -> None:
-        """Drop everything this saver holds decoded or indexed (reads and puts
-        stay exact, only slower until the caches fill again)."""
-        self.index, self.cache = ElementIndex(), DecodeCache()
-        self.decoder = Decoder(self.serde, self.index, self.cache)
+        """A context with an empty cache of `cache_bytes` for `serde`."""
+        cache = SaverCache(ElementCodec(serde), cache_bytes)
+        return cls(engine, serde, cache, Decoder(serde, cache), records, sessions)
 
 
 __all__ = ["SaverContext"]

@@ -2,8 +2,8 @@
 
 The stores do the rewriting (DeltaChannel-safe: `stores.thread_model`); this
 part validates the arguments and keeps the saver's own state in step: the
-element index forgets rewritten threads, and buffered task records of deleted
-threads or runs are dropped with them.
+cache forgets the list generations of rewritten threads, and buffered task
+records of deleted threads or runs are dropped with them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Rewrites:
         """Delete every checkpoint, value and write of a thread."""
         thread_id = check_thread_id(thread_id)
         yield from self.ctx.engine.checkpoints.delete_thread(thread_id)
-        self.ctx.index.forget_thread(thread_id)
+        self.ctx.cache.forget_thread(thread_id)
         self.ctx.records.forget(thread_id)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> Op[None]:
@@ -52,7 +52,7 @@ class Rewrites:
         threads = check_ids(thread_ids, "thread_ids", check_thread_id)
         yield from self.ctx.engine.checkpoints.prune(threads, keep_latest)
         for t in threads:
-            self.ctx.index.forget_thread(t)
+            self.ctx.cache.forget_thread(t)
             if not keep_latest:
                 self.ctx.records.forget(t)
 

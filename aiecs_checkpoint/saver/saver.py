@@ -31,6 +31,7 @@ from aiecs_checkpoint.domain.serde import checked
 from aiecs_checkpoint.domain.task_context import TaskContext
 from aiecs_checkpoint.engine import ContextEngine
 from aiecs_checkpoint.errors import InvalidConfigError
+from aiecs_checkpoint.saver.cache import DEFAULT_CACHE_BYTES
 from aiecs_checkpoint.saver.context import SaverContext
 from aiecs_checkpoint.saver.reads import Reads
 from aiecs_checkpoint.saver.recording import Recording
@@ -60,6 +61,10 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
             step with each run (requests, processing time, errors, user id).
         mirror_messages: With `track_sessions`, also append the messages of a
             `messages` channel to the thread's conversation history, once each.
+        cache_bytes: Byte budget of what this saver keeps decoded and indexed
+            per process (default 64 MiB); past it the least recently used
+            threads are dropped, which makes their next read or put slower,
+            never different.
     """
 
     def __init__(
@@ -69,7 +74,17 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         serde: SerializerProtocol | None = None,
         track_sessions: bool = False,
         mirror_messages: bool = False,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        if (
+            isinstance(cache_bytes, bool)
+            or not isinstance(cache_bytes, int)
+            or cache_bytes < 0
+        ):
+            raise InvalidConfigError(
+                f"cache_bytes must be an int >= 0, got {cache_bytes!r}"
+            )
+        self._cache_bytes = cache_bytes
         if mirror_messages and not track_sessions:
             raise InvalidConfigError("mirror_messages=True needs track_sessions=True")
         if engine is None:
@@ -86,7 +101,9 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
 
     def _build_parts(self) -> None:
         """Parts over a context with fresh caches for the current serializer."""
-        ctx = SaverContext.new(self.engine, self.serde, self._records, self._sessions)
+        ctx = SaverContext.new(
+            self.engine, self.serde, self._records, self._sessions, self._cache_bytes
+        )
         self._ctx = ctx
         self._reads = Reads(ctx)
         self._writes = Writes(ctx)
@@ -96,7 +113,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
 
     def _reset_caches(self) -> None:
         """Drop what this saver holds decoded or indexed (tests, memory pressure)."""
-        self._ctx.reset_caches()
+        self._ctx.cache.clear()
 
     def with_allowlist(
         self, extra_allowlist: Collection[tuple[str, ...]]
@@ -126,6 +143,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         serde: SerializerProtocol | None = None,
         track_sessions: bool = False,
         mirror_messages: bool = False,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         **engine_options: Any,
     ) -> ContextEngineSaver:
         """A saver on Redis at `conn_string`; use it as `with` or `async with`.
@@ -140,6 +158,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
             serde=serde,
             track_sessions=track_sessions,
             mirror_messages=mirror_messages,
+            cache_bytes=cache_bytes,
         )
 
     @classmethod
@@ -149,6 +168,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         serde: SerializerProtocol | None = None,
         track_sessions: bool = False,
         mirror_messages: bool = False,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         **engine_options: Any,
     ) -> ContextEngineSaver:
         """A saver configured from `REDIS_URL` / `REDIS_HOST`... (memory if unset);
@@ -159,6 +179,7 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
             serde=serde,
             track_sessions=track_sessions,
             mirror_messages=mirror_messages,
+            cache_bytes=cache_bytes,
         )
 
     def __enter__(self) -> ContextEngineSaver:

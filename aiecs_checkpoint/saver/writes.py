@@ -1,8 +1,8 @@
 """The saver's writes: put and put_writes, with the task records they carry.
 
 A put serializes only what the store does not hold yet (`codec.encode_put`
-with the `ElementIndex`), stores it in one store call, and records where the
-list elements now live. If the store no longer has an element log the index
+with the `SaverCache`), stores it in one store call, and records where the
+list elements now live. If the store no longer has an element log the cache
 pointed at (`StaleListBase`), the value is written again without reuse. Task
 records buffered by the tracking helpers go into the same store call as their
 task's writes; a call that fails puts them back for the retry.
@@ -19,6 +19,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 
 from aiecs_checkpoint.saver.codec import (
+    DURABILITY_KEY,
     PutPlan,
     config_for,
     encode_put,
@@ -30,9 +31,6 @@ from aiecs_checkpoint.saver.context import SaverContext
 from aiecs_checkpoint.stores.ops import Op
 from aiecs_checkpoint.stores.records import StaleListBase
 from aiecs_checkpoint.tracking import records
-
-DURABILITY_KEY = "__pregel_durability"
-"""Where LangGraph keeps a run's durability mode in the config it passes to put."""
 
 
 class Writes:
@@ -50,9 +48,8 @@ class Writes:
         reuse: bool = True,
     ) -> PutPlan:
         ctx = self.ctx
-        index = ctx.index if reuse else None
         args = (config, checkpoint, metadata, new_versions)
-        return encode_put(ctx.serde, index, ctx.cache, *args)
+        return encode_put(ctx.serde, ctx.cache if reuse else None, *args)
 
     def put(
         self,
@@ -81,7 +78,7 @@ class Writes:
                 )
         if self.ctx.sessions is not None:
             yield from self.ctx.sessions.on_put(config, checkpoint, metadata)
-        record_lists(self.ctx.index, plan, assigned)
+        record_lists(self.ctx.cache, plan, assigned)
         return config_for(row.thread_id, row.checkpoint_ns, row.checkpoint_id)
 
     def put_writes(
@@ -94,8 +91,10 @@ class Writes:
         """Store a task's writes (special writes overwrite, regular are first-wins)
         with the task's buffered records."""
         ctx = self.ctx
-        t, rows = encode_writes(ctx.serde, config, writes, task_id, task_path)
-        note_written(ctx.index, ctx.cache, t, writes)
+        t, rows = encode_writes(
+            ctx.serde, config, writes, task_id, task_path, ctx.cache
+        )
+        note_written(ctx.cache, t, writes)
         assert t.checkpoint_id is not None
         taken = ctx.records.take(t.thread_id, task_id)
         with self._records_kept(t.thread_id, taken):

@@ -93,20 +93,39 @@ ResolvedValue = Typed | ListItems
 class ListWrite:
     """How the saver asks a store to write a list value.
 
-    `slots[i] >= 0` reuses element-log position `slots[i]` of `epoch`;
-    `slots[i] < 0` is the new element `new_items[-slots[i] - 1]`, appended to the
-    log by the store (which assigns its position atomically). `runs`, when set,
-    is `slot_runs(slots)`, given by a planner that had it for free.
+    `runs` are (first slot, count) runs over the list's elements in order: a
+    slot >= 0 reuses element-log position `slot` of `epoch`; a slot < 0 is the
+    new element `new_items[-slot - 1]`, appended to the log by the store (which
+    assigns its position atomically). A list that grew by k elements is two
+    runs, whatever its length (`SlotRuns`).
     """
 
     epoch: str | None
-    slots: tuple[int, ...]
+    runs: SlotRuns
     new_items: tuple[Typed, ...]
-    runs: SlotRuns | None = None
+
+    @classmethod
+    def of_slots(
+        cls, epoch: str | None, slots: Iterable[int], new_items: tuple[Typed, ...]
+    ) -> ListWrite:
+        """A write given one slot per element."""
+        return cls(epoch, slot_runs(slots), new_items)
+
+    @property
+    def slots(self) -> list[int]:
+        """One slot per element (expanded from `runs`)."""
+        out: list[int] = []
+        for first, count in self.runs:
+            out += (
+                range(first, first + count)
+                if first >= 0
+                else range(first, first - count, -1)
+            )
+        return out
 
     def slot_runs(self) -> SlotRuns:
-        """The slots as runs (computed when the planner did not give them)."""
-        return self.runs if self.runs is not None else slot_runs(self.slots)
+        """The slots as runs."""
+        return self.runs
 
 
 ValueWrite = Typed | ListWrite
@@ -301,6 +320,44 @@ def compress_positions(positions: Iterable[int]) -> Runs:
         else:
             runs.append((p, p + 1))
     return tuple(runs)
+
+
+def runs_of(slots: SlotRuns, appended_at: int) -> Runs:
+    """The log positions of a list write's slot runs, its new elements appended
+    to the log from position `appended_at`: per run, not per element."""
+    runs: list[tuple[int, int]] = []
+    for first, count in slots:
+        start = first if first >= 0 else appended_at - first - 1
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], start + count)
+        else:
+            runs.append((start, start + count))
+    return tuple(runs)
+
+
+def new_positions(slots: SlotRuns, stored: Runs) -> list[tuple[int, int]]:
+    """(new item index, log position) of every new element of a list write
+    whose slots `slots` were stored at `stored`: per run, then per new item."""
+    out: list[tuple[int, int]] = []
+    runs = iter(stored)
+    start, stop = next(runs, (0, 0))
+    for first, count in slots:
+        while count:
+            if start == stop:
+                start, stop = next(runs)
+            take = min(count, stop - start)
+            if first < 0:
+                out += zip(
+                    range(-first - 1, -first - 1 + take),
+                    range(start, start + take),
+                    strict=True,
+                )
+                first -= take
+            else:
+                first += take
+            start += take
+            count -= take
+    return out
 
 
 def expand_runs(runs: Iterable[Sequence[int]]) -> list[int]:

@@ -67,7 +67,7 @@ from aiecs_checkpoint.stores.records import (
     ValueWrite,
     Version,
     WriteRow,
-    expand_runs,
+    new_positions,
 )
 
 CHECKPOINTS = "context_checkpoints"
@@ -303,23 +303,21 @@ def checkpoint_rows(
     for channel, (version, write) in values.items():
         if isinstance(write, ListWrite):
             stored = assigned[channel]
-            positions = expand_runs(stored.runs)
-            for slot, position in zip(write.slots, positions, strict=True):
-                if slot < 0:
-                    item = write.new_items[-slot - 1]
-                    out.add(
-                        ITEMS,
-                        (
-                            t,
-                            ns,
-                            channel,
-                            stored.epoch,
-                            position,
-                            E.pack_item(item),
-                            at,
-                            v,
-                        ),
-                    )
+            for index, position in new_positions(write.runs, stored.runs):
+                item = write.new_items[index]
+                out.add(
+                    ITEMS,
+                    (
+                        t,
+                        ns,
+                        channel,
+                        stored.epoch,
+                        position,
+                        E.pack_item(item),
+                        at,
+                        v,
+                    ),
+                )
             blob = E.pack_value(stored)
         else:
             blob = E.pack_value(write)

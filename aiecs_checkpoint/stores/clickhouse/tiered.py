@@ -62,7 +62,9 @@ from aiecs_checkpoint.stores.records import (
     DeltaHistory,
     Held,
     ListValue,
+    Runs,
     StoredTuple,
+    Typed,
     ValueWrite,
     Version,
     WriteRow,
@@ -330,6 +332,12 @@ class ArchivedStore:
             found = yield from self.hot.delta_history(*args)
         return found
 
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """From the hot store (the ref values pointing there came from it)."""
+        return (yield from self.hot.log_items(thread_id, ns, channel, epoch, runs))
+
     def delete_thread(self, thread_id: str) -> Op[None]:
         us, at = _stamp()
         yield from self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
@@ -403,7 +411,13 @@ class ArchivedStore:
         return (yield from self.hot.export_thread(thread_id))
 
     def import_thread(self, thread_id: str, thread: model.Thread) -> Op[None]:
+        """Replace the thread in both tiers (what was archived of it before is
+        never restored over it)."""
+        us, at = _stamp()
+        yield from self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
         yield from self.hot.import_thread(thread_id, thread)
+        self.tier.absent.discard(thread_id)
+        self.tier.replace(thread_id, thread, at)
 
     def thread_records(self, thread_id: str) -> Op[builtins.list[WriteRow]]:
         yield from self._lost(thread_id)

@@ -45,7 +45,9 @@ from aiecs_checkpoint.stores.records import (
     DeltaHistory,
     Held,
     ListValue,
+    Runs,
     StoredTuple,
+    Typed,
     ValueWrite,
     Version,
     WriteRow,
@@ -72,7 +74,7 @@ class MemoryStore:
     """
 
     backend = "memory"
-    skips_held = False
+    skips_held = True
 
     def __init__(self, ttl_ms: int = 0, refresh_on_read: bool = False) -> None:
         self._lock = threading.RLock()
@@ -150,8 +152,8 @@ class MemoryStore:
     def get(
         self, thread_id: str, ns: str, cid: str | None, held: Held | None = None
     ) -> Op[StoredTuple | None]:
-        """The checkpoint by id, or the latest of the namespace when id is None
-        (every list element is resolved: `held` does not apply here)."""
+        """The checkpoint by id, or the latest of the namespace when id is None,
+        without the list elements the reader holds (`held`)."""
         yield from NO_IO
         self._expire()
         with self._lock:
@@ -162,7 +164,7 @@ class MemoryStore:
             if row is None:
                 return None
             self._read(thread_id)
-            return model.resolve(space, row)
+            return model.resolve(space, row, held)
 
     def list(
         self,
@@ -182,7 +184,7 @@ class MemoryStore:
                 for n in self._threads.get(t, {})
                 if ns is None or n == ns
             ]
-        streams = [self._iter_ns(t, n, before) for t, n in sources]
+        streams = [self._iter_ns(t, n, before, held) for t, n in sources]
         merged = (
             streams[0]
             if len(streams) == 1
@@ -194,11 +196,16 @@ class MemoryStore:
             yield Emit(item)
 
     def _iter_ns(
-        self, thread_id: str, ns: str, before: str | None
+        self,
+        thread_id: str,
+        ns: str,
+        before: str | None,
+        held: Callable[[str], Held] | None,
     ) -> Iterator[StoredTuple]:
         cursor = before
         while True:
             self._expire()
+            hold = held(thread_id) if held is not None else None
             with self._lock:
                 space = self._ns(thread_id, ns)
                 if space is None:
@@ -208,7 +215,7 @@ class MemoryStore:
                 if cursor is not None:
                     hi = bisect.bisect_left(space.ids, cursor)
                 page = [
-                    model.resolve(space, space.rows[cid])
+                    model.resolve(space, space.rows[cid], hold)
                     for cid in reversed(space.ids[max(0, hi - PAGE) : hi])
                 ]
             if not page:
@@ -231,6 +238,20 @@ class MemoryStore:
                 return None
             self._read(thread_id)
             return model.walk(space, target, channels)
+
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """The serialized elements at `runs` of an element log."""
+        yield from NO_IO
+        self._expire()
+        with self._lock:
+            space = self._ns(thread_id, ns)
+            log = space.logs.get((channel, epoch), []) if space else []
+            out: builtins.list[Typed] = []
+            for start, stop in runs:
+                out += log[start:stop]
+            return out
 
     # -- deleting and copying --------------------------------------------------
 

@@ -41,8 +41,10 @@ from aiecs_checkpoint.stores.records import (
     ListItems,
     ListValue,
     ResolvedValue,
+    Runs,
     StaleListBase,
     StoredTuple,
+    Typed,
     ValueWrite,
     Version,
     WriteRow,
@@ -75,9 +77,11 @@ class RedisCheckpointStore:
         """One PING (`StoreError` when the server cannot be reached)."""
         yield Call(None, [], [], command="PING")
 
-    def _thread_keys(self, thread_id: str, registry: bool) -> builtins.list[str]:
-        tk = self.keys.thread(thread_id).script_keys
-        return [*tk, self.keys.threads] if registry and not self.s.cluster else tk
+    def _thread_keys(self, thread_id: str) -> builtins.list[str]:
+        """The thread's keys, its `runs`, and the registry when standalone."""
+        tk = self.keys.thread(thread_id)
+        keys = [*tk.script_keys, tk.runs]
+        return keys if self.s.cluster else [*keys, self.keys.threads]
 
     def _read_ttl(self) -> int:
         return self.s.ttl_ms if self.s.refresh_on_read else 0
@@ -88,7 +92,7 @@ class RedisCheckpointStore:
         self, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
     ) -> Op[dict[str, ListValue]]:
         tk = self.keys.thread(row.thread_id)
-        keys = self._thread_keys(row.thread_id, registry=True)
+        keys = self._thread_keys(row.thread_id)
         if row.run_key and not self.s.cluster:
             keys.append(self.keys.run(row.run_key))
         args = [
@@ -100,6 +104,7 @@ class RedisCheckpointStore:
             tk.log_prefix,
             int(time.time() * 1000),
             L.pack_values(row.checkpoint_ns, values),
+            row.run_key or "",
         ]
         reply = yield Call("put", keys, args)
         if L.text(reply[0]) == "stale":
@@ -173,8 +178,46 @@ class RedisCheckpointStore:
             yield from self._list_thread(thread_id, checkpoint_ns, before, hold)
             return
         threads = yield from self._all_threads()
-        streams = [self._list_thread(t, checkpoint_ns, before, hold) for t in threads]
+        empty: builtins.list[str] = []
+        streams = [
+            self._list_thread(t, checkpoint_ns, before, hold, empty) for t in threads
+        ]
         yield from merge_newest(streams, key=lambda s: s.row.checkpoint_id)
+        yield from self._reap(empty)
+
+    def _reap(self, thread_ids: Iterable[str]) -> Op[None]:
+        """Clean up after threads found without checkpoints (their TTL ran
+        out): their registry entry, their `runs` set and every run index that
+        lists them. A thread written again meanwhile keeps (or gets back) its
+        entries."""
+        for t in thread_ids:
+            tk = self.keys.thread(t)
+            keys = [tk.ids, tk.runs]
+            if not self.s.cluster:
+                keys.append(self.keys.threads)
+            runs = yield Call("reap", keys, [t])
+            if runs is None:
+                continue
+            if self.s.cluster:
+                yield Call(None, [self.keys.threads], [t], command="ZREM")
+            yield from self._unlist(t, [L.text(r) for r in runs])
+            alive = yield Call("alive", [tk.ids, tk.runs], [])
+            if alive is not None:
+                now = int(time.time() * 1000)
+                args = ["NX", now, t]
+                yield Call(None, [self.keys.threads], args, command="ZADD")
+                for r in alive:
+                    key = self.keys.run(L.text(r))
+                    yield Call(None, [key], [t], command="SADD")
+
+    def _unlist(self, thread_id: str, run_keys: Sequence[str]) -> Op[None]:
+        """Take a thread out of these runs' indexes (one call; one per run on a
+        cluster, where each index has its own slot)."""
+        keys = [self.keys.run(r) for r in run_keys]
+        groups = [[k] for k in keys] if self.s.cluster else [keys]
+        for group in groups:
+            if group:
+                yield Call("unlist", group, [thread_id])
 
     def _all_threads(self) -> Op[builtins.list[str]]:
         out: builtins.list[str] = []
@@ -190,11 +233,16 @@ class RedisCheckpointStore:
         ns: str | None,
         before: str | None,
         held: Callable[[str], Held],
+        empty: builtins.list[str] | None = None,
     ) -> Stream:
+        """One thread's checkpoints page by page; a thread without any (every
+        namespace, no `before`) is added to `empty`."""
         cursor = before
         while True:
             page_op = self.list_page(thread_id, ns, cursor, PAGE, held(thread_id))
             scanned, page = yield from page_op
+            if scanned == 0 and cursor is None and ns is None and empty is not None:
+                empty.append(thread_id)
             for item in page:
                 yield Emit(item)
             if scanned < PAGE or not page:
@@ -224,7 +272,7 @@ class RedisCheckpointStore:
         self, thread_ids: Sequence[str]
     ) -> Op[builtins.list[tuple[CheckpointRow | None, int | None]]]:
         """Latest row and deletion time per thread: one call (one per thread on
-        a Cluster). Standalone, a registered thread found empty is unregistered."""
+        a Cluster)."""
         groups = [[t] for t in thread_ids] if self.s.cluster else [list(thread_ids)]
         out: builtins.list[tuple[CheckpointRow | None, int | None]] = []
         for group in groups:
@@ -234,8 +282,6 @@ class RedisCheckpointStore:
             for t in group:
                 tk = self.keys.thread(t)
                 keys += [tk.ids, tk.order, tk.cp, tk.gone]
-            if not self.s.cluster:
-                keys.append(self.keys.threads)
             reply = yield Call("heads", keys, list(group))
             for t, (mem, row, gone) in zip(group, reply, strict=True):
                 out.append((_head_row(t, mem, row), int(gone) if gone else None))
@@ -246,6 +292,9 @@ class RedisCheckpointStore:
     ) -> Op[tuple[builtins.list[tuple[int, CheckpointRow]], tuple[int, str] | None]]:
         entries = yield from self.recent_threads(before, limit)
         found = yield from self.latest_rows([t for _, t in entries])
+        yield from self._reap(
+            t for (_, t), (row, _) in zip(entries, found, strict=True) if row is None
+        )
         heads = [
             (ms, row)
             for (ms, _), (row, _) in zip(entries, found, strict=True)
@@ -324,6 +373,15 @@ class RedisCheckpointStore:
                 )
         return history
 
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """The serialized elements at `runs` of an element log: one call."""
+        tk = self.keys.thread(thread_id)
+        req = [[epoch, [list(r) for r in runs]]]
+        reply = yield Call("ranges", [tk.ids], [ormsgpack.packb(req), tk.log_prefix])
+        return [E.unpack_item(i) for i in reply[0]] if reply else []
+
     # -- history rewrites: dump, transform with `model`, replace --------------------
 
     def _load(self, thread_id: str) -> Op[tuple[model.Thread, int]]:
@@ -335,12 +393,14 @@ class RedisCheckpointStore:
         self, thread_id: str, thread: model.Thread, gen: int | None
     ) -> Op[bool]:
         tk = self.keys.thread(thread_id)
-        keys = self._thread_keys(thread_id, registry=True)
+        keys = self._thread_keys(thread_id)
         args = ["" if gen is None else gen, self.s.ttl_ms, tk.log_prefix]
         dump = L.dump_thread(thread)
-        reply = yield Call("replace", keys, [*args, dump, thread_id])
-        if L.text(reply) == "conflict":
+        runs = E.lua_pack(sorted(_run_keys(thread)))
+        reply = yield Call("replace", keys, [*args, dump, thread_id, runs])
+        if not isinstance(reply, list):
             return False
+        yield from self._unlist(thread_id, [L.text(r) for r in reply[1]])
         if not thread and self.s.cluster:
             yield from self._unregister_cluster(thread_id)
         return True
@@ -356,22 +416,24 @@ class RedisCheckpointStore:
 
     def _rewrite(
         self, thread_id: str, change: Callable[[model.Thread], None]
-    ) -> Op[None]:
+    ) -> Op[bool]:
+        """Apply `change` to the stored thread; False when it has no checkpoints."""
         for _ in range(10):
             thread, gen = yield from self._load(thread_id)
             if not thread:
-                return
+                return False
             change(thread)
             if (yield from self._replace(thread_id, thread, gen)):
-                return
+                return True
         raise StoreError(f"thread {thread_id!r} kept changing during a history rewrite")
 
     def delete_thread(self, thread_id: str) -> Op[None]:
         tk = self.keys.thread(thread_id)
-        keys = self._thread_keys(thread_id, registry=True)
-        yield Call("delete", keys, [tk.log_prefix, thread_id])
+        keys = self._thread_keys(thread_id)
+        runs = yield Call("delete", keys, [tk.log_prefix, thread_id])
         if self.s.cluster:
             yield Call(None, [self.keys.threads], [thread_id], command="ZREM")
+        yield from self._unlist(thread_id, [L.text(r) for r in runs])
 
     def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> Op[None]:
         for t in thread_ids:
@@ -392,6 +454,7 @@ class RedisCheckpointStore:
             members = yield Call(None, [self.keys.run(key)], [], command="SMEMBERS")
             threads.update(L.text(m) for m in members)
         wanted = set(keys)
+        gone: builtins.list[str] = []
         for t in sorted(threads):
 
             def change(thread: model.Thread) -> None:
@@ -403,9 +466,11 @@ class RedisCheckpointStore:
                     if not ns.rows:
                         del thread[name]
 
-            yield from self._rewrite(t, change)
+            if not (yield from self._rewrite(t, change)):
+                gone.append(t)
         for key in keys:
             yield Call(None, [self.keys.run(key)], [], command="DEL")
+        yield from self._reap(gone)
 
     def thread_records(self, thread_id: str) -> Op[builtins.list[WriteRow]]:
         """One HGETALL of the thread's writes hash (no values, no logs)."""
@@ -452,7 +517,11 @@ class RedisCheckpointStore:
         else:
             args = ["NX", restored_ms, thread_id]
             yield Call(None, [self.keys.threads], args, command="ZADD")
-        for run_key in {r.run_key for r in rows if r.run_key}:
+        runs = sorted({r.run_key for r in rows if r.run_key})
+        if runs:
+            tk = self.keys.thread(thread_id)
+            yield Call(None, [tk.runs], runs, command="SADD")
+        for run_key in runs:
             yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")
 
     def copy_thread(self, source: str, target: str) -> Op[None]:
@@ -469,16 +538,22 @@ class RedisCheckpointStore:
         yield from self._register(target, added)
 
     def count_checkpoints(self) -> Op[int]:
+        """Checkpoints of every registered thread (reaping expired ones)."""
         total = 0
         cursor = 0
+        empty: builtins.list[str] = []
         while True:
             threads = yield from self.threads(cursor, 500)
             for t in threads:
                 n = yield Call(None, [self.keys.thread(t).cp], [], command="HLEN")
                 total += int(n)
+                if not int(n):
+                    empty.append(t)
             if len(threads) < 500:
-                return total
+                break
             cursor += 500
+        yield from self._reap(empty)
+        return total
 
 
 def _head_row(thread_id: str, mem: Any, blob: Any) -> CheckpointRow | None:
@@ -487,6 +562,11 @@ def _head_row(thread_id: str, mem: Any, blob: Any) -> CheckpointRow | None:
         return None
     ns_enc, _, cid = L.text(mem).partition("\0")
     return E.unpack_row(thread_id, unquote(ns_enc), cid, blob)
+
+
+def _run_keys(thread: model.Thread) -> set[str]:
+    """Run keys of a thread's checkpoints (what its `runs` set holds)."""
+    return {r.run_key for ns in thread.values() for r in ns.rows.values() if r.run_key}
 
 
 def _as_list(value: Any) -> ListValue:

@@ -1,4 +1,4 @@
-"""Redis connections: the settings, and the executors of the store's `Call`s.
+"""Redis connections: URLs, settings, and the executors of the store's `Call`s.
 
 The store's operations (`stores.redis.checkpoints`, `stores.redis.domain`)
 yield `Call`s; `RedisClient` performs them with redis-py's sync client and
@@ -7,20 +7,33 @@ yield `Call`s; `RedisClient` performs them with redis-py's sync client and
 client (`EVALSHA`, falling back to `EVAL`), and a call failing with a
 connection error or timeout is retried briefly with backoff, then raised as
 `StoreError` naming the server (never the password). The next call
-reconnects. Nothing is ever written somewhere else instead.
+reconnects. Nothing is ever written somewhere else instead. Rejected
+credentials raise `StoreError` at once (never retried); a db index the server
+does not have raises `InvalidConfigError`. `unreachable` tells the two apart
+from a server that cannot be reached, the only case the engine's `fallback`
+covers.
+
+`parse_url` validates a Redis URL completely before anything connects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import re
+import socket
+import ssl
 import time
-import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from aiecs_checkpoint.errors import InvalidConfigError, StoreError
+from aiecs_checkpoint.errors import (
+    AiecsCheckpointError,
+    InvalidConfigError,
+    StoreError,
+)
 from aiecs_checkpoint.stores.ops import Op, Request
 from aiecs_checkpoint.stores.redis import domain_scripts, scripts
 from aiecs_checkpoint.stores.settings import parse_ttl
@@ -28,8 +41,6 @@ from aiecs_checkpoint.stores.settings import parse_ttl
 try:
     import redis
     import redis.asyncio as aredis
-    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-    from redis.cluster import RedisCluster
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
@@ -62,13 +73,143 @@ class RedisSettings:
     backoff_s: float = 0.05
 
 
-def describe_server(url: str) -> str:
-    """host:port/db of a Redis URL, without credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = parts.port or 6379
-    db = parts.path.lstrip("/") or "0"
-    return f"{parts.scheme}://{host}:{port}/{db}"
+# -- URLs ------------------------------------------------------------------------
+
+_DIGITS = re.compile(r"[0-9]+")
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisURL:
+    """A validated Redis URL; `server` names it without credentials."""
+
+    url: str
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str | None
+    db: int
+
+    @property
+    def server(self) -> str:
+        if self.scheme == "unix":
+            return f"unix://{self.path}?db={self.db}"
+        return f"{self.scheme}://{self.host}:{self.port}/{self.db}"
+
+
+def redact(url: str) -> str:
+    """A URL with the password of its user info replaced by `***`."""
+    return re.sub(r"^([a-z]+://[^/@?#]*?:)[^/?#]*@", r"\1***@", url, flags=re.I)
+
+
+def parse_url(url: object, what: str = "redis_url") -> RedisURL:
+    """Validate a `redis://`, `rediss://` or `unix://` URL completely (scheme,
+    host, port, db, socket path, query options), without connecting.
+
+    Raises `InvalidConfigError` naming the problem (never the password).
+    """
+    if not isinstance(url, str):
+        raise InvalidConfigError(f"{what} must be a str, got {type(url).__name__}")
+    shown = redact(url)
+
+    def bad(problem: str) -> InvalidConfigError:
+        return InvalidConfigError(f"{what} {shown!r}: {problem}")
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise bad(f"not a URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES or not url.lower().startswith(f"{scheme}://"):
+        raise bad("must start with redis://, rediss:// or unix://")
+    if parts.fragment:
+        raise bad("a Redis URL has no #fragment")
+    query = _query(parts.query, bad)
+    db_option = query.get("db")
+    if db_option is not None and not _DIGITS.fullmatch(db_option):
+        raise bad(f"db must be a non-negative integer, got {db_option!r}")
+    if scheme == "unix":
+        host_part = parts.netloc.rpartition("@")[2]
+        if host_part:
+            raise bad(
+                "a unix socket URL takes an absolute path after unix:// "
+                f"(unix:///path/to/redis.sock), not a host ({host_part!r})"
+            )
+        path = unquote(parts.path)
+        if not path or path == "/":
+            raise bad("the unix socket path is missing (unix:///path/to/redis.sock)")
+        db = int(db_option or "0")
+        host, port = None, None
+    else:
+        path = None
+        host = parts.hostname
+        if not host:
+            raise bad("the host is missing (redis://host:6379/0)")
+        try:
+            port = parts.port
+        except ValueError:
+            raw = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+            raise bad(f"port must be an integer from 1 to 65535, got {raw!r}") from None
+        if port is None:
+            port = 6379
+        elif port == 0:
+            raise bad("port must be an integer from 1 to 65535, got 0")
+        db_path = unquote(parts.path).strip("/")
+        if db_path and not _DIGITS.fullmatch(db_path):
+            raise bad(
+                f"the path must be a db index (redis://host:6379/0), got {db_path!r}"
+            )
+        if db_path and db_option is not None and int(db_path) != int(db_option):
+            raise bad(f"db {db_path} in the path and db={db_option} disagree")
+        db = int(db_option if db_option is not None else db_path or "0")
+    _check_redis_py_accepts(url, bad)
+    return RedisURL(url, scheme, host, port, path, db)
+
+
+def _query(raw: str, bad: Callable[[str], InvalidConfigError]) -> dict[str, str]:
+    """Query options, each given once."""
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw))
+    except ValueError as exc:
+        raise bad(f"malformed query string ({exc})") from None
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name in out:
+            raise bad(f"query option {name!r} is given twice")
+        out[name] = value
+    return out
+
+
+def _check_redis_py_accepts(url: str, bad: Callable[[str], InvalidConfigError]) -> None:
+    """Build (without connecting) the pools and a connection redis-py would
+    build from `url`, sync and asyncio, so an unknown or malformed query option
+    fails here rather than at the first command."""
+    if redis is None:
+        return
+    for pool_class in (redis.ConnectionPool, aredis.ConnectionPool):
+        try:
+            pool_class.from_url(url).make_connection()
+        except (TypeError, ValueError, redis.RedisError) as exc:
+            text = str(exc).replace(url, redact(url))
+            name = re.search(r"unexpected keyword argument '(\w+)'", text)
+            if name:
+                raise bad(f"redis-py has no option {name.group(1)!r}") from None
+            raise bad(f"redis-py rejects it: {text}") from None
+
+
+# -- errors ------------------------------------------------------------------------
+
+_AUTH_REPLIES = ("NOAUTH", "WRONGPASS", "NOPERM", "invalid username-password")
+_UNREACHABLE_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ENOENT,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+    errno.ENETDOWN,
+    errno.ECONNRESET,
+}
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -77,9 +218,47 @@ def _retryable(exc: BaseException) -> bool:
     )
 
 
-def _store_error(server: str, exc: BaseException) -> StoreError:
+def _is_auth(exc: BaseException) -> bool:
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_AUTH_REPLIES)
+
+
+def _error(server: str, exc: BaseException) -> AiecsCheckpointError:
+    """The typed error a failed redis-py call becomes."""
     kind = type(exc).__name__
-    return StoreError(f"Redis at {server} failed: {kind}: {exc}")
+    text = str(exc)
+    if isinstance(exc, redis.ResponseError) and "DB index is out of range" in text:
+        return InvalidConfigError(
+            f"Redis at {server} has no such database ({text}): use a db index "
+            "the server has (redis-server's `databases` setting, 16 by default)"
+        )
+    if _is_auth(exc):
+        return StoreError(
+            f"Redis at {server} rejected the credentials ({kind}: {text}): check "
+            "the username and password (in the URL, or the client's settings)"
+        )
+    return StoreError(f"Redis at {server} failed: {kind}: {text}")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when `exc` (a `StoreError` from a call) means the server could not
+    be reached at all: connection refused, timeout, unknown host, no socket.
+    Rejected credentials, TLS failures and server replies are not."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLError) or (redis and _is_auth(cause)):
+            return False
+        if isinstance(cause, (socket.gaierror, TimeoutError)):
+            return True
+        if redis and isinstance(cause, redis.TimeoutError):
+            return True
+        if isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _backoff(settings: RedisSettings) -> list[float]:
@@ -87,34 +266,38 @@ def _backoff(settings: RedisSettings) -> list[float]:
     return [settings.backoff_s * 4**i for i in range(settings.retries)]
 
 
-class _Connection:
-    """What both executors share: settings, the server's name, the URL."""
-
-    def __init__(self, url: str | None, settings: RedisSettings) -> None:
-        self.settings = settings
-        self.url = url
-        self.server = describe_server(url) if url else "redis (client passed in)"
+# -- executors ------------------------------------------------------------------------
 
 
-class RedisClient(_Connection):
-    """Performs `Call`s with redis-py's pooled sync client."""
+class RedisClient:
+    """Performs `Call`s with redis-py's pooled sync client.
+
+    `make` builds the client on first use (it is then closed by `close`);
+    a `given` client (the user's) is used as is and never closed here.
+    """
 
     def __init__(
-        self, url: str | None, settings: RedisSettings, client: Any = None
+        self,
+        server: str,
+        settings: RedisSettings,
+        make: Callable[[], Any] | None = None,
+        given: Any = None,
     ) -> None:
-        super().__init__(url, settings)
-        self._client = client
+        self.server = server
+        self.settings = settings
+        self._make = make
+        self._given = given
+        self._client: Any = None
         self._scripts: dict[str, Any] = {}
 
     @property
     def client(self) -> Any:
-        """The redis-py client (created from the URL on first use)."""
+        """The redis-py client."""
+        if self._given is not None:
+            return self._given
         if self._client is None:
-            assert self.url is not None
-            if self.settings.cluster:
-                self._client = RedisCluster.from_url(self.url)
-            else:
-                self._client = redis.Redis.from_url(self.url)
+            assert self._make is not None
+            self._client = self._make()
         return self._client
 
     def _send(self, call: Call) -> Any:
@@ -127,87 +310,140 @@ class RedisClient(_Connection):
         return script(keys=list(call.keys), args=list(call.args))
 
     def execute(self, call: Call) -> Any:
-        """One call, retried briefly on connection errors, else `StoreError`."""
+        """One call, retried briefly on connection errors, else a typed error."""
         for delay in [*_backoff(self.settings), None]:
             try:
                 return self._send(call)
             except redis.RedisError as exc:
                 if delay is None or not _retryable(exc):
-                    raise _store_error(self.server, exc) from exc
+                    raise _error(self.server, exc) from exc
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Release the pool (the next call reconnects)."""
+        """Release the pool of a client built here (the next call reconnects)."""
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._scripts.clear()
 
 
-class AsyncRedisClient(_Connection):
+@dataclass(eq=False)
+class _LoopClient:
+    """The asyncio client of one event loop and its loaded scripts."""
+
+    loop: asyncio.AbstractEventLoop
+    client: Any
+    scripts: dict[str, Any] = field(default_factory=dict)
+    hook: AsyncGenerator[None, None] | None = None
+    closed: bool = False
+
+
+class AsyncRedisClient:
     """Performs `Call`s with redis-py's asyncio client: one client per event loop.
 
-    redis-py's asyncio connections belong to the loop that opened them, so a
-    client is created for each loop the engine is used from (a client passed
-    in is used as is).
+    redis-py's asyncio connections belong to the loop that opened them, so
+    `make` builds a client for each loop the engine is used from. Each is
+    closed when its loop shuts down (`asyncio.run` and `asyncio.Runner` close
+    async generators first: a parked one closes the client), and a client
+    whose loop was closed without that is dropped on the next use, so clients
+    never pile up with loops. A `given` client (the user's) is used as is.
     """
 
     def __init__(
-        self, url: str | None, settings: RedisSettings, client: Any = None
+        self,
+        server: str,
+        settings: RedisSettings,
+        make: Callable[[], Any] | None = None,
+        given: Any = None,
     ) -> None:
-        super().__init__(url, settings)
-        self._given = client
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._scripts: dict[tuple[int, str], Any] = {}
+        self.server = server
+        self.settings = settings
+        self._make = make
+        self._given = given
+        self._given_scripts: dict[str, Any] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 
-    def client(self) -> Any:
-        """The asyncio client of the running loop."""
+    @property
+    def clients(self) -> int:
+        """Clients this executor holds (one per live loop that used it)."""
+        return len(self._loops)
+
+    async def _entry(self) -> tuple[Any, dict[str, Any]]:
+        """The running loop's client and script cache."""
         if self._given is not None:
-            return self._given
+            return self._given, self._given_scripts
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            assert self.url is not None
-            if self.settings.cluster:
-                client = AsyncRedisCluster.from_url(self.url)
-            else:
-                client = aredis.Redis.from_url(self.url)
-            self._clients[loop] = client
-        return client
+        entry = self._loops.get(loop)
+        if entry is None:
+            self._drop_closed_loops()
+            assert self._make is not None
+            entry = _LoopClient(loop, self._make())
+            self._loops[loop] = entry
+            entry.hook = self._close_at_shutdown(entry)
+            await entry.hook.__anext__()
+        return entry.client, entry.scripts
+
+    async def _close_at_shutdown(
+        self, entry: _LoopClient
+    ) -> AsyncGenerator[None, None]:
+        """Parked at its first `yield`; the loop's `shutdown_asyncgens` closes
+        it, and with it the loop's client, while the loop still runs."""
+        try:
+            yield
+        finally:
+            await self._close_entry(entry)
+
+    async def _close_entry(self, entry: _LoopClient) -> None:
+        if self._loops.get(entry.loop) is entry:
+            self._loops.pop(entry.loop, None)
+        if not entry.closed:
+            entry.closed = True
+            await entry.client.aclose()
+
+    def _drop_closed_loops(self) -> None:
+        """Forget the clients of loops closed without shutting down their
+        async generators; their sockets close when the objects are collected
+        (no I/O can run on a closed loop)."""
+        for loop in [loop for loop in list(self._loops) if loop.is_closed()]:
+            entry = self._loops.pop(loop, None)
+            if entry is not None:
+                entry.closed = True
 
     async def _send(self, call: Call) -> Any:
-        client = self.client()
+        client, loaded = await self._entry()
         if call.script is None:
             return await client.execute_command(call.command, *call.keys, *call.args)
-        key = (id(client), call.script)
-        script = self._scripts.get(key)
+        script = loaded.get(call.script)
         if script is None:
             script = client.register_script(SCRIPTS[call.script])
-            self._scripts[key] = script
+            loaded[call.script] = script
         return await script(keys=list(call.keys), args=list(call.args))
 
     async def execute(self, call: Call) -> Any:
-        """One call, retried briefly on connection errors, else `StoreError`."""
+        """One call, retried briefly on connection errors, else a typed error."""
         for delay in [*_backoff(self.settings), None]:
             try:
                 return await self._send(call)
             except redis.RedisError as exc:
                 if delay is None or not _retryable(exc):
-                    raise _store_error(self.server, exc) from exc
+                    raise _error(self.server, exc) from exc
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
-        """Close the running loop's client."""
+        """Close the running loop's client; forget those of closed loops."""
+        self._drop_closed_loops()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        client = self._clients.pop(loop, None) if loop is not None else None
-        if client is not None:
-            await client.aclose()
+            return
+        entry = self._loops.get(loop)
+        if entry is None:
+            return
+        await self._close_entry(entry)
+        if entry.hook is not None:
+            await entry.hook.aclose()
 
 
 def cluster_probe() -> Op[bool]:
@@ -216,35 +452,15 @@ def cluster_probe() -> Op[bool]:
     return bool(info.get("cluster_enabled"))
 
 
-def client_pair(client: Any) -> tuple[Any, Any]:
-    """(sync client, asyncio client) for a user's client; the missing twin is
-    built from the same connection settings."""
-    if client is None:
-        return None, None
-    if isinstance(client, aredis.Redis):
-        kwargs = dict(client.connection_pool.connection_kwargs)
-        return redis.Redis(**_portable(kwargs)), client
-    if isinstance(client, redis.Redis):
-        kwargs = dict(client.connection_pool.connection_kwargs)
-        return client, aredis.Redis(**_portable(kwargs))
-    raise InvalidConfigError(
-        "redis_client must be a redis.Redis or redis.asyncio.Redis, "
-        f"got {type(client)!r}"
-    )
-
-
-def _portable(kwargs: dict[str, Any]) -> dict[str, Any]:
-    keep = ("host", "port", "db", "username", "password", "socket_timeout")
-    return {k: v for k, v in kwargs.items() if k in keep}
-
-
 __all__ = [
     "AsyncRedisClient",
     "Call",
     "RedisClient",
     "RedisSettings",
-    "client_pair",
+    "RedisURL",
     "cluster_probe",
-    "describe_server",
     "parse_ttl",
+    "parse_url",
+    "redact",
+    "unreachable",
 ]

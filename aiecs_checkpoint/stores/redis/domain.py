@@ -5,14 +5,27 @@ the checkpoint store's (`stores.redis.client`), so the domain data shares its
 connection pool, retries and typed errors. A write is one script call on a standalone
 server; on a cluster, the global indexes (other slots) follow in separate calls
 (for `track_run`, only when they would otherwise go stale; see the layout).
+
+When the engine's serializer encrypts (`EncryptedSerializer`), user ids never
+reach Redis in clear: the session hash keeps the user id serialized (so
+encrypted), and a user's session index is named by an HMAC of the user id
+under a random key stored encrypted in Redis (`P:usersecret`), so someone
+reading Redis can neither read user ids nor confirm a guessed one.
 """
 
 from __future__ import annotations
 
+import hmac
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+from aiecs_checkpoint.domain.serde import unwrap
+from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores.domain_records import (
     RUNS_KEPT,
     DomainStats,
@@ -25,7 +38,7 @@ from aiecs_checkpoint.stores.domain_records import (
 )
 from aiecs_checkpoint.stores.encoding import enc
 from aiecs_checkpoint.stores.ops import Op
-from aiecs_checkpoint.stores.records import Typed
+from aiecs_checkpoint.stores.records import Typed, random_id
 from aiecs_checkpoint.stores.redis import domain_layout as D
 from aiecs_checkpoint.stores.redis.client import Call, RedisSettings
 from aiecs_checkpoint.stores.redis.layout import text
@@ -43,10 +56,60 @@ class RedisDomainStore:
 
     backend = "redis"
 
-    def __init__(self, settings: RedisSettings, ttl_ms: int = 0) -> None:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        ttl_ms: int = 0,
+        serde: Callable[[], SerializerProtocol] | None = None,
+    ) -> None:
         self.cluster = settings.cluster
         self.ttl_ms = ttl_ms
         self.keys = D.DomainKeys(settings.prefix)
+        self._serde = serde
+        self._secret: bytes | None = None
+
+    # -- user ids under encryption ---------------------------------------------------
+
+    def _sealing(self) -> SerializerProtocol | None:
+        """The engine's serializer when it encrypts, else None."""
+        serde = self._serde() if self._serde is not None else None
+        encrypts = serde is not None and isinstance(unwrap(serde), EncryptedSerializer)
+        return serde if encrypts else None
+
+    def _seal(self) -> Callable[[str], Typed] | None:
+        serde = self._sealing()
+        return None if serde is None else serde.dumps_typed
+
+    def _unseal(self, sealed: Typed) -> str:
+        serde = self._sealing() or (self._serde() if self._serde else None)
+        if serde is None:
+            raise StoreError("a sealed user id needs the serializer that sealed it")
+        return str(serde.loads_typed(sealed))
+
+    def _parse(self, session_id: str, reply: Any) -> SessionRecord | None:
+        return D.parse_session(session_id, reply, self._unseal)
+
+    def _user_key(self, user_id: str) -> Op[str]:
+        """The key of a user's session index: by user id in clear, or under
+        encryption by an HMAC of it (the HMAC key is made once per prefix,
+        stored encrypted, and read once per process)."""
+        serde = self._sealing()
+        if serde is None:
+            return self.keys.by_user(user_id)
+        if self._secret is None:
+            fresh = D.frame(serde.dumps_typed(os.urandom(32).hex()))
+            stored = yield Call("d_secret", [self.keys.user_secret], [fresh])
+            try:
+                secret = serde.loads_typed(D.unframe(stored))
+            except Exception as exc:
+                raise InvalidConfigError(
+                    f"{self.keys.user_secret} cannot be decrypted with this "
+                    "serializer: every process sharing the key_prefix must use the "
+                    f"same encryption key ({type(exc).__name__}: {exc})"
+                ) from exc
+            self._secret = str(secret).encode()
+        digest = hmac.new(self._secret, user_id.encode(), "sha256").hexdigest()
+        return self.keys.by_user_digest(digest[:32])
 
     def _write_head(self, session_id: str) -> list[Any]:
         return [self.keys.base(session_id), self.ttl_ms, _now_ms(), session_id]
@@ -64,13 +127,14 @@ class RedisDomainStore:
 
     def create_session(self, record: SessionRecord) -> Op[tuple[SessionRecord, bool]]:
         sid = record.session_id
-        user_key = self.keys.by_user(record.user_id)
+        user_key = yield from self._user_key(record.user_id)
         indexes = [self.keys.groups, self.keys.sessions, user_key]
         indexes.append(self.keys.by_status(record.status))
         keys = [self.keys.session(sid)] + ([] if self.cluster else indexes)
-        args = [*self._write_head(sid), *D.session_fields(record, user_key)]
+        fields = D.session_fields(record, user_key, self._seal())
+        args = [*self._write_head(sid), *fields]
         created, flat = yield Call("d_create", keys, args)
-        stored = D.parse_session(sid, flat)
+        stored = self._parse(sid, flat)
         assert stored is not None
         if created and self.cluster:
             yield Call(None, [indexes[0]], [_now_ms(), sid], command="ZADD")
@@ -80,7 +144,7 @@ class RedisDomainStore:
 
     def get_session(self, session_id: str) -> Op[SessionRecord | None]:
         flat = yield Call(None, [self.keys.session(session_id)], [], command="HGETALL")
-        return D.parse_session(session_id, flat)
+        return self._parse(session_id, flat)
 
     def update_session(
         self, session_id: str, change: SessionChange, expect: Typed | None
@@ -101,13 +165,14 @@ class RedisDomainStore:
             expect[0] if expect else "",
             expect[1] if expect else b"",
             self.keys.status_prefix,
+            random_id(),
         ]
         reply = yield Call("d_update", keys, args)
         if reply[0] == 0:
             return None
         if reply[0] == 2:
             raise MetadataConflict(session_id)
-        stored = D.parse_session(session_id, reply[1])
+        stored = self._parse(session_id, reply[1])
         assert stored is not None
         if self.cluster:
             yield from self._reindex_cluster(stored, text(reply[2]))
@@ -116,7 +181,8 @@ class RedisDomainStore:
     def _reindex_cluster(self, s: SessionRecord, old_status: str) -> Op[None]:
         sid, score = s.session_id, s.activity_us
         yield Call(None, [self.keys.groups], [_now_ms(), sid], command="ZADD")
-        for key in (self.keys.sessions, self.keys.by_user(s.user_id)):
+        user_key = yield from self._user_key(s.user_id)
+        for key in (self.keys.sessions, user_key):
             yield Call(None, [key], [score, sid], command="ZADD")
         if old_status != s.status:
             yield Call(None, [self.keys.by_status(old_status)], [sid], command="ZREM")
@@ -129,14 +195,14 @@ class RedisDomainStore:
             chunk = ids[i : i + step]
             bases = [self.keys.base(s) for s in chunk]
             replies = yield Call("d_sessions", [self.keys.session(chunk[0])], bases)
-            out += [D.parse_session(s, r) for s, r in zip(chunk, replies, strict=True)]
+            out += [self._parse(s, r) for s, r in zip(chunk, replies, strict=True)]
         return out
 
     def list_sessions(
         self, user_id: str | None, status: str | None, offset: int, limit: int
     ) -> Op[list[SessionRecord]]:
         if user_id is not None:
-            index = self.keys.by_user(user_id)
+            index = yield from self._user_key(user_id)
         elif status is not None:
             index = self.keys.by_status(status)
         else:
@@ -192,7 +258,7 @@ class RedisDomainStore:
     def _append(
         self, session_id: str, key: str, blob: bytes, cap: int, required: str
     ) -> Op[int]:
-        args = [*self._write_head(session_id), cap, blob, required]
+        args = [*self._write_head(session_id), cap, blob, required, random_id()]
         n = yield Call("d_append", self._groups(key), args)
         if n >= 0:
             yield from self._touch_group(session_id)
@@ -211,6 +277,7 @@ class RedisDomainStore:
         cap: int,
     ) -> Op[Tracked]:
         sid = session_id
+        user_key = yield from self._user_key(new.user_id)
         keys = [
             self.keys.session(sid),
             self.keys.runs(sid),
@@ -222,7 +289,7 @@ class RedisDomainStore:
             keys += [self.keys.groups, self.keys.sessions]
         args: list[Any] = [
             *self._write_head(sid),
-            *D.session_fields(new, self.keys.by_user(new.user_id)),
+            *D.session_fields(new, user_key, self._seal()),
             update.run_key or "",
             repr(float(update.elapsed)),
             "1" if update.failed else "0",
@@ -235,7 +302,7 @@ class RedisDomainStore:
         for message_id, message in messages:
             args += [message_id, D.frame(message)]
         created, flat, old, reindex, appended = yield Call("d_track", keys, args)
-        stored = D.parse_session(sid, flat)
+        stored = self._parse(sid, flat)
         assert stored is not None
         if self.cluster and reindex:
             yield from self._reindex_cluster(stored, text(old))

@@ -27,10 +27,45 @@ Cluster slot; T = a conversation-session type, percent-encoded):
 | `P:{S}:csets`            | set  | T of every conversation session of S              |
 | `P:{S}:cs:T`             | str  | a conversation session (framed like `tc`)         |
 | `P:{S}:cm:T`             | list | its agent messages, oldest first                  |
+| `P:{S}:ops`              | zset | ids of the group's last 64 counter updates and    |
+|                          |      | appends (score: ms): a retry of one that ran      |
+|                          |      | (after a socket timeout) changes nothing          |
 | `P:groups`               | zset | S -> last write (ms): every group that holds data |
 | `P:sessions`             | zset | S -> last activity (µs): listing, idle cleanup    |
-| `P:sessions:u:{U}`       | zset | the same, for one user U (percent-encoded)       |
+| `P:sessions:u:{U}`       | zset | the same, for one user U (percent-encoded); under |
+|                          |      | encryption `P:sessions:uh:{H}` instead, H = the   |
+|                          |      | first 32 hex digits of HMAC-SHA256(secret, user)  |
 | `P:sessions:st:<status>` | zset | the same, for one status                          |
+| `P:usersecret`           | str  | under encryption only: the HMAC secret (random,   |
+|                          |      | made once per prefix), serialized, so encrypted   |
+
+Two layouts of the user id. Without encryption (the engine's serializer is
+not an `EncryptedSerializer`), `u` holds the user id and `uk` names
+`P:sessions:u:{U}`, as before. When the serializer encrypts, `u` holds the
+user id serialized by it (so encrypted; `SEALED` + framed) and the user's
+index is `P:sessions:uh:{H}`: someone reading Redis can neither read a user
+id nor confirm a guessed one without the encryption key. Every process
+sharing a prefix must use the same serializer (a process with another key is
+refused with `InvalidConfigError`).
+
+What Redis holds in clear, with or without encryption (everything else,
+every user value, is the serializer's bytes: encrypted under
+`EncryptedSerializer`):
+
+* checkpoints (`stores.redis.layout`): thread ids (in key names, in
+  `P:threads` and in the run indexes), checkpoint namespaces and checkpoint
+  ids (key fields, zset members), parent checkpoint ids, channel names and
+  channel versions (hash fields, row headers), list epochs and element
+  positions, task ids, task paths (which hold node names) and the channel and
+  idx of each pending write, the DeltaChannel names of a row, run keys
+  (an unkeyed blake2b digest of the run id), the times of last activity (ms),
+  the serializer's type names (e.g. `msgpack+aes`);
+* domain data (this module): session ids (= thread ids, in key names and
+  index members), session status, created / activity times, request and
+  error counts, processing seconds, conversation-session types (T, in key
+  names and `csets`), `store_checkpoint` ids, message-key digests
+  (`convids`), run-key digests (`runs`, `runq`), op ids, the serializer's type
+  names; and, without encryption only, user ids.
 
 Counters change with HINCRBY/HINCRBYFLOAT inside one script, so concurrent
 updates never lose an increment. Conversations are capped with RPUSH + LTRIM
@@ -52,7 +87,7 @@ session's activity up to a minute late (cleanup works in hours).
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiecs_checkpoint.stores.domain_records import SessionRecord
@@ -114,7 +149,16 @@ class DomainKeys:
         return f"{self.prefix}:sessions"
 
     def by_user(self, user_id: str) -> str:
+        """A user's session index, named by the user id (no encryption)."""
         return f"{self.prefix}:sessions:u:{{{enc(user_id)}}}"
+
+    def by_user_digest(self, digest: str) -> str:
+        """A user's session index, named by a keyed digest (encryption)."""
+        return f"{self.prefix}:sessions:uh:{{{digest}}}"
+
+    @property
+    def user_secret(self) -> str:
+        return f"{self.prefix}:usersecret"
 
     @property
     def status_prefix(self) -> str:
@@ -135,10 +179,22 @@ def unframe(blob: bytes) -> Typed:
     return blob[4 : 4 + n].decode(), blob[4 + n :]
 
 
-def session_fields(record: SessionRecord, user_key: str) -> list[bytes | str]:
-    """HSET arguments of a new session."""
+SEALED = b"\xff"
+"""First byte of a sealed (serialized, encrypted) user id in `u`: a byte no
+UTF-8 text starts with, so a plaintext user id is never mistaken for one."""
+
+
+def user_value(user_id: str, seal: Callable[[str], Typed] | None) -> bytes | str:
+    """The `u` field: the user id, or with `seal` its sealed form."""
+    return user_id if seal is None else SEALED + frame(seal(user_id))
+
+
+def session_fields(
+    record: SessionRecord, user_key: str, seal: Callable[[str], Typed] | None = None
+) -> list[bytes | str]:
+    """HSET arguments of a new session (`seal`: see `user_value`)."""
     return [
-        record.user_id,
+        user_value(record.user_id, seal),
         user_key,
         record.status,
         str(record.created_us),
@@ -152,10 +208,12 @@ def session_fields(record: SessionRecord, user_key: str) -> list[bytes | str]:
 
 
 def parse_session(
-    session_id: str, reply: Sequence[bytes] | Mapping[bytes, bytes]
+    session_id: str,
+    reply: Sequence[bytes] | Mapping[bytes, bytes],
+    unseal: Callable[[Typed], str],
 ) -> SessionRecord | None:
     """A session from HGETALL's reply: flat from a script, a dict from redis-py
-    (None for a missing hash)."""
+    (None for a missing hash). A sealed user id is opened with `unseal`."""
     if not reply:
         return None
     if isinstance(reply, Mapping):
@@ -164,7 +222,7 @@ def parse_session(
         h = {text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
     return SessionRecord(
         session_id=session_id,
-        user_id=text(h["u"]),
+        user_id=_user_id(h["u"], unseal),
         status=text(h["st"]),
         created_us=int(h["c"]),
         activity_us=int(h["a"]),
@@ -173,3 +231,9 @@ def parse_session(
         processing_time=float(h["p"]),
         metadata=(text(h["mt"]), bytes(h["m"])),
     )
+
+
+def _user_id(raw: bytes | str, unseal: Callable[[Typed], str]) -> str:
+    if isinstance(raw, bytes) and raw.startswith(SEALED):
+        return unseal(unframe(raw[1:]))
+    return text(raw)

@@ -4,7 +4,7 @@ _COMMON = r"""
 local function touch(base, ttl)
   if ttl <= 0 then return end
   for _, k in ipairs({'sess', 'conv', 'tc', 'csets', 'convids', 'runs', 'runq',
-      'hcp', 'hcpo'}) do
+      'hcp', 'hcpo', 'ops'}) do
     redis.call('PEXPIRE', base .. k, ttl)
   end
   for _, t in ipairs(redis.call('SMEMBERS', base .. 'csets')) do
@@ -14,14 +14,24 @@ local function touch(base, ttl)
 end
 local function group_keys(base)
   local keys = {base .. 'sess', base .. 'conv', base .. 'tc', base .. 'csets',
-    base .. 'convids', base .. 'runs', base .. 'runq', base .. 'hcp', base .. 'hcpo'}
+    base .. 'convids', base .. 'runs', base .. 'runq', base .. 'hcp', base .. 'hcpo',
+    base .. 'ops'}
   for _, t in ipairs(redis.call('SMEMBERS', base .. 'csets')) do
     keys[#keys + 1] = base .. 'cs:' .. t
     keys[#keys + 1] = base .. 'cm:' .. t
   end
   return keys
 end
+local function applied(base, op, now)
+  local ops = base .. 'ops'
+  if redis.call('ZSCORE', ops, op) then return true end
+  redis.call('ZADD', ops, now, op)
+  if redis.call('ZCARD', ops) > 64 then redis.call('ZREMRANGEBYRANK', ops, 0, -65) end
+  return false
+end
 """
+"""`applied(base, op id, now)`: true when a write with this op id already ran
+(a retry after a timeout); else records it (the group keeps its newest 64)."""
 
 # KEYS: sess [, groups, sessions, by_user, by_status]
 # ARGV: base, ttl_ms, now_ms, S, user, user_key, status, created, activity,
@@ -47,11 +57,15 @@ return {1, redis.call('HGETALL', KEYS[1])}
 # KEYS: sess [, groups, sessions]
 # ARGV: base, ttl_ms, now_ms, S, activity, requests, errors, processing,
 #       status ('' keeps), meta_type ('' keeps), meta, expect ('1' checks),
-#       expected_type, expected_meta, status_prefix
+#       expected_type, expected_meta, status_prefix, op id
 UPDATE = (
     _COMMON
     + r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+if applied(ARGV[1], ARGV[16], ARGV[3]) then
+  local st = redis.call('HGET', KEYS[1], 'st')
+  return {1, redis.call('HGETALL', KEYS[1]), st}
+end
 if ARGV[12] == '1' then
   local cur = redis.call('HMGET', KEYS[1], 'mt', 'm')
   if cur[1] ~= ARGV[13] or cur[2] ~= ARGV[14] then return {2} end
@@ -77,13 +91,15 @@ return {1, redis.call('HGETALL', KEYS[1]), old}
 )
 
 # KEYS: list key [, groups]
-# ARGV: base, ttl_ms, now_ms, S, cap, blob, required conversation-session type
+# ARGV: base, ttl_ms, now_ms, S, cap, blob, required conversation-session type,
+#       op id
 APPEND = (
     _COMMON
     + r"""
 if ARGV[7] ~= '' and redis.call('SISMEMBER', ARGV[1] .. 'csets', ARGV[7]) == 0 then
   return -1
 end
+if applied(ARGV[1], ARGV[8], ARGV[3]) then return redis.call('LLEN', KEYS[1]) end
 local n = redis.call('RPUSH', KEYS[1], ARGV[6])
 local cap = tonumber(ARGV[5])
 if n > cap then
@@ -263,7 +279,16 @@ end
 return out
 """
 
+# KEYS: the user-index secret   ARGV: a fresh secret (serialized, encrypted)
+SECRET = r"""
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
 SCRIPTS = {
+    "d_secret": SECRET,
     "d_helper_put": HELPER_PUT,
     "d_helper_get": HELPER_GET,
     "d_create": CREATE,

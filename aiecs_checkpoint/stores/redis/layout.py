@@ -22,18 +22,36 @@ Redis Cluster slot and every script below is valid on a cluster):
 | `P:{T}:log:<epoch>`  | list | serialized elements of list values, append-only       |
 | `P:{T}:gone`         | str  | when the thread was last deleted (µs since epoch);    |
 |                      |      | kept 7 days: the archive never restores older rows    |
+| `P:{T}:cpruns`       | set  | run digests R whose `P:run:{R}` lists the thread; no  |
+|                      |      | TTL: it tells the reaper which run indexes to clean   |
 | `P:threads`          | zset | thread id -> time of its last checkpoint (ms)         |
 |                      |      | (copy: the copy's time; restore: the original's, else |
 |                      |      | the newest checkpoint id's); a thread leaves it when  |
-|                      |      | deleted or emptied. Thread listing pages it by        |
-|                      |      | (score, id) descending (`RECENT`), then reads each    |
-|                      |      | listed thread's latest row and `gone` (`HEADS`)       |
+|                      |      | deleted, emptied or found expired. Thread listing     |
+|                      |      | pages it by (score, id) descending (`RECENT`), then   |
+|                      |      | reads each listed thread's latest row and `gone`      |
+|                      |      | (`HEADS`)                                             |
 | `P:run:{R}`          | set  | thread ids that hold checkpoints of run digest R      |
 
 (`ns` and `ch` are percent-encoded too.) Values are the serializer's bytes: no
-user value or metadata is stored in plaintext under `EncryptedSerializer`.
-With a TTL, every key of a thread is given the same deadline by every write, so
-a checkpoint never outlives the values and writes it needs, nor they it.
+user value or metadata is stored in plaintext under `EncryptedSerializer` (what
+does stay in clear is listed in `stores.redis.domain_layout`).
+
+With a TTL, every key of a thread (the first seven above and its logs) is
+given the same deadline by every write, and by every read with
+`refresh_on_read`, so a checkpoint never outlives the values and writes it
+needs, nor they it. The global indexes (`P:threads`, `P:run:{R}`) and
+`P:{T}:cpruns` never expire on their own: a thread kept alive by reads stays
+listed and deletable by run. A thread that expired leaves its entries behind
+until a listing that meets it (`list_threads`, `list(None)`, the count of a
+health check) or a `delete_for_runs` of its runs finds it without
+checkpoints: the reaper (`REAP`, `UNLIST`, `ALIVE`) then removes it from the
+registry and from every run index `cpruns` names, and restores the entries
+of a thread written again meanwhile. Hot paths are unchanged: a put is still
+one script call (plus the global indexes' calls on a cluster).
+
+A put retried after a timeout (its first attempt may still run once the
+server reads it) finds its row stored byte for byte and changes nothing.
 
 List values cost what changed, both ways:
 
@@ -104,6 +122,7 @@ class ThreadKeys:
     epochs: str
     log_prefix: str
     gone: str
+    runs: str
 
     @property
     def script_keys(self) -> list[str]:
@@ -129,6 +148,7 @@ class Keys:
             epochs=f"{base}:epochs",
             log_prefix=f"{base}:log:",
             gone=f"{base}:gone",
+            runs=f"{base}:cpruns",
         )
 
     def run(self, run_key: str) -> str:

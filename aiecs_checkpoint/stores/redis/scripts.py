@@ -7,7 +7,7 @@ Keys and fields are those of `stores.redis.layout`; records are the blobs of
 _COMMON = r"""
 local function touch(ttl, logprefix)
   if ttl > 0 then
-    for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+    for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], ttl) end
     for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
       redis.call('PEXPIRE', logprefix .. e, ttl)
     end
@@ -56,7 +56,19 @@ PUT = (
     _COMMON
     + r"""
 local ns, cid = ARGV[1], ARGV[2]
+local mem = ns .. '\0' .. cid
 local vals = cmsgpack.unpack(ARGV[8])
+if redis.call('HGET', KEYS[3], mem) == ARGV[3] then
+  local stored = {}
+  for _, e in ipairs(vals) do
+    if e[1] == 'l' then
+      local blob = redis.call('HGET', KEYS[4], e[2])
+      if blob then stored[#stored + 1] = {e[8], blob} end
+    end
+  end
+  touch(tonumber(ARGV[4]), ARGV[6])
+  return {'ok', stored}
+end
 for _, e in ipairs(vals) do
   if e[1] == 'l' and e[4] ~= '' and redis.call('SISMEMBER', KEYS[7], e[4]) == 0 then
     return {'stale'}
@@ -100,17 +112,24 @@ for _, e in ipairs(vals) do
     assigned[#assigned + 1] = {e[8], blob}
   end
 end
-local mem = ns .. '\0' .. cid
 redis.call('ZADD', KEYS[1], 0, mem)
 redis.call('ZADD', KEYS[2], 0, cid .. '\0' .. ns)
 redis.call('HSET', KEYS[3], mem, ARGV[3])
 redis.call('HINCRBY', KEYS[6], '#gen', 1)
-if KEYS[8] then redis.call('ZADD', KEYS[8], ARGV[7], ARGV[5]) end
-if KEYS[9] then redis.call('SADD', KEYS[9], ARGV[5]) end
+if ARGV[9] ~= '' then redis.call('SADD', KEYS[8], ARGV[9]) end
+if KEYS[9] then redis.call('ZADD', KEYS[9], ARGV[7], ARGV[5]) end
+if KEYS[10] then redis.call('SADD', KEYS[10], ARGV[5]) end
 touch(tonumber(ARGV[4]), ARGV[6])
 return {'ok', assigned}
 """
 )
+"""KEYS: the 7 thread keys, the thread's `runs`, then on a standalone server
+the registry and the run's index. ARGV: ns, cid, row, ttl, thread id, log
+prefix, now (ms), values, run key ('' for none).
+
+A put whose row is already stored byte for byte (a retry of a put that did
+apply, e.g. after a socket timeout) changes nothing and returns the stored
+list manifests: retrying a put never appends its elements twice."""
 
 PUT_WRITES = (
     _COMMON
@@ -270,15 +289,29 @@ for _, log in ipairs(d[5]) do
     redis.call('RPUSH', ARGV[3] .. log[1], unpack(items, i, math.min(i + 511, #items)))
   end
 end
+local before = redis.call('SMEMBERS', KEYS[8])
+redis.call('DEL', KEYS[8])
+local kept, dropped = {}, {}
+for _, r in ipairs(cmsgpack.unpack(ARGV[6])) do
+  redis.call('SADD', KEYS[8], r)
+  kept[r] = true
+end
+for _, r in ipairs(before) do
+  if not kept[r] then dropped[#dropped + 1] = r end
+end
 if #d[1] > 0 then
   redis.call('HSET', KEYS[6], '#gen', gen + 1)
   touch(tonumber(ARGV[2]), ARGV[3])
-elseif KEYS[8] then
-  redis.call('ZREM', KEYS[8], ARGV[5])
+elseif KEYS[9] then
+  redis.call('ZREM', KEYS[9], ARGV[5])
 end
-return #d[1]
+return {#d[1], dropped}
 """
 )
+"""KEYS: the 7 thread keys, its `runs` [, the registry (standalone)]. ARGV:
+expected gen ('' for any), ttl, log prefix, dump, thread id, the run keys of the
+new content (msgpack). Returns 'conflict', or {rows, run keys it no longer
+has} (the caller takes the thread out of those runs' indexes)."""
 
 RECENT = r"""
 local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -315,7 +348,6 @@ return out
 by score, then member bytes, descending; flat [thread, score, ...]."""
 
 HEADS = r"""
-local registry = KEYS[4 * #ARGV + 1]
 local out = {}
 for t = 1, #ARGV do
   local ids, order, cp, gone = KEYS[4 * t - 3], KEYS[4 * t - 2], KEYS[4 * t - 1],
@@ -333,24 +365,50 @@ for t = 1, #ARGV do
   end
   local row = ''
   if mem ~= '' then row = redis.call('HGET', cp, mem) or '' end
-  if row == '' and registry then redis.call('ZREM', registry, ARGV[t]) end
   out[t] = {mem, row, redis.call('GET', gone) or ''}
 end
 return out
 """
 """Per thread (ARGV: thread ids; KEYS: ids, order, cp, gone of each): its latest
-member and row (root namespace, else the newest of any namespace) and `gone`.
-Given the registry as a last key (standalone), a thread without rows leaves it
-(atomically: a put re-adds it in its own script)."""
+member and row (root namespace, else the newest of any namespace) and `gone`."""
 
 DELETE = r"""
 for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
   redis.call('DEL', ARGV[1] .. e)
 end
 for i = 1, 7 do redis.call('DEL', KEYS[i]) end
-if KEYS[8] then redis.call('ZREM', KEYS[8], ARGV[2]) end
-return 1
+local runs = redis.call('SMEMBERS', KEYS[8])
+redis.call('DEL', KEYS[8])
+if KEYS[9] then redis.call('ZREM', KEYS[9], ARGV[2]) end
+return runs
 """
+"""KEYS: the 7 thread keys, its `runs` [, the registry (standalone)]. ARGV: log
+prefix, thread id. Returns the run keys whose indexes still list the thread."""
+
+REAP = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local runs = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[2])
+if KEYS[3] then redis.call('ZREM', KEYS[3], ARGV[1]) end
+return runs
+"""
+"""A registered thread found without checkpoints (expired by its TTL): KEYS ids,
+runs [, registry (standalone)], ARGV thread id. False when the thread exists
+(again); else it leaves the registry (standalone) and its `runs` set, and the
+run keys whose indexes still list it are returned."""
+
+UNLIST = r"""
+for i = 1, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
+return #KEYS
+"""
+"""Take thread ARGV[1] out of the run indexes KEYS (one slot: one key on a
+cluster)."""
+
+ALIVE = r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('SMEMBERS', KEYS[2])
+"""
+"""KEYS ids, runs: false for a thread without checkpoints, else its run keys."""
 
 SCRIPTS = {
     "put": PUT,
@@ -364,4 +422,7 @@ SCRIPTS = {
     "delete": DELETE,
     "recent": RECENT,
     "heads": HEADS,
+    "reap": REAP,
+    "unlist": UNLIST,
+    "alive": ALIVE,
 }

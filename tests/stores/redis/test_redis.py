@@ -210,6 +210,9 @@ def test_refresh_on_read_keeps_a_thread_alive_and_an_expired_thread_leaves_no_ke
         assert _keys(client, prefix)
         time.sleep(1.4)
         assert s.get_tuple({"configurable": {"thread_id": thread}}) is None
+        # the registry entry outlives the thread until a listing meets it
+        assert _keys(client, prefix) == [f"{prefix}:threads".encode()]
+        assert list(s.list(None)) == []
         assert _keys(client, prefix) == []
 
 
@@ -447,7 +450,7 @@ def test_a_cache_dropped_between_request_and_decoding_costs_a_second_fetch(
                 saver._reset_caches()
             else:
                 key = (thread, "", "messages")
-                saver._ctx.cache.forget(key, value.epoch, [7])
+                saver._ctx.cache.forget_log(key, value.epoch, [7])
             return stored
 
         monkeypatch.setattr(store, "get", drop)
@@ -528,7 +531,7 @@ def test_a_put_sends_list_slots_as_runs_not_one_number_per_element() -> None:
         (-3, 1),
     )
     assert slot_runs([]) == ()
-    grown = ListWrite("e", (*range(1000), -1), (("str", b"x"),))
+    grown = ListWrite.of_slots("e", (*range(1000), -1), (("str", b"x"),))
     assert grown.slot_runs() == ((0, 1000), (-1, 1))
     assert len(pack_values("", {"messages": ("1", grown)})) < 200
 

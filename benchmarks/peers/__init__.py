@@ -1,0 +1,1 @@
+"""The peer benchmark harness: `python -m benchmarks.peers` (benchmarks/README.md)."""
