@@ -1,0 +1,188 @@
+"""Concurrency (issue 13, section 7).
+
+Many asyncio tasks and OS threads write their own threads and read one shared
+thread at once, sync and async on one saver, and (on Redis) other processes do
+the same on the same server. No write may be lost, nothing may deadlock, and a
+ticker task on the event loop must never be kept waiting longer than about one
+store operation.
+
+Why the stall check is a ratio within the run: an absolute limit would be a
+timed assertion on a shared 2-core machine. What the guarantee excludes is the
+loop being held across operations (a sync lock waited for on the loop, a
+blocking call made on it); a loop that is only ever busy with one operation at
+a time waits at most as long as the slowest single operation the same run
+timed, give or take the interpreter's thread switch interval. So the largest
+tick gap is compared with the slowest single saver call observed in the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import json
+import sys
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aiecs_checkpoint import ContextEngineSaver
+from tests.conftest import _redis_param, engine_for, redis_url
+from tests.faults._support import (
+    Child,
+    GraphSpec,
+    RecordingSaver,
+    Ticker,
+    acked_missing,
+    build_graph,
+    cfg,
+    fresh_prefix,
+    repeated_runs,
+)
+
+SPEC = GraphSpec(steps=3)
+INVOKES = 4
+DEADLOCK_S = 120.0
+"""Far longer than the work takes; reaching it means something waits forever."""
+SWITCH_SLACK_S = 0.05
+"""Allowance for the interpreter's thread switches (5 ms each) on 2 cores."""
+
+
+@pytest.fixture(params=["memory", _redis_param("redis")])
+async def recording_saver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    engine = engine_for(request.param, key_prefix=fresh_prefix("cc"))
+    async with RecordingSaver(engine) as saver:
+        yield saver
+
+
+async def _hammer(
+    saver: RecordingSaver, tag: str, sync_writers: int, async_writers: int
+) -> dict[str, Any]:
+    """Writers on their own threads (OS threads and tasks), one async writer on
+    the shared thread, readers of it in OS threads and tasks; returns what the
+    readers saw and the writer threads' names."""
+    graph = build_graph(saver, SPEC, tag)
+    shared = f"{tag}-shared"
+    stop = threading.Event()
+    seen: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def read_sync() -> None:
+        mine: list[int] = []
+        seen.append(mine)
+        try:
+            while not stop.is_set():
+                tup = saver.get_tuple(cfg(shared))
+                if tup is not None:
+                    mine.append(len(tup.checkpoint["channel_values"]["log"]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def read_async() -> None:
+        mine: list[int] = []
+        seen.append(mine)
+        while not stop.is_set():
+            tup = await saver.aget_tuple(cfg(shared))
+            if tup is not None:
+                mine.append(len(tup.checkpoint["channel_values"]["log"]))
+            state = await graph.aget_state(cfg(shared))
+            if state.values:
+                mine.append(len(state.values["log"]))
+            await asyncio.sleep(0)
+
+    def write_sync(thread: str) -> None:
+        for _ in range(INVOKES):
+            graph.invoke({"log": [], "marks": []}, cfg(thread))
+
+    async def write_async(thread: str) -> None:
+        for _ in range(INVOKES):
+            await graph.ainvoke({"log": [], "marks": []}, cfg(thread))
+
+    sync_names = [f"{tag}-s{i}" for i in range(sync_writers)]
+    async_names = [f"{tag}-a{i}" for i in range(async_writers)]
+    readers = [threading.Thread(target=read_sync, daemon=True) for _ in range(3)]
+    for r in readers:
+        r.start()
+    reader_tasks = [asyncio.ensure_future(read_async()) for _ in range(3)]
+    writers = [asyncio.to_thread(write_sync, n) for n in sync_names]
+    writers += [write_async(n) for n in async_names]
+    writers.append(write_async(shared))
+    try:
+        await asyncio.wait_for(asyncio.gather(*writers), DEADLOCK_S)
+    finally:
+        stop.set()
+    await asyncio.wait_for(asyncio.gather(*reader_tasks), DEADLOCK_S)
+    for r in readers:
+        r.join(DEADLOCK_S)
+        assert not r.is_alive(), "a reader thread is stuck"
+    assert not errors, errors
+    return {"seen": seen, "threads": [*sync_names, *async_names, shared]}
+
+
+def _check_no_write_lost(saver: ContextEngineSaver, threads: list[str]) -> None:
+    log, count = repeated_runs(SPEC, INVOKES)
+    for thread in threads:
+        history = list(saver.list(cfg(thread)))
+        assert len(history) == count, (thread, len(history), count)
+        assert history[0].checkpoint["channel_values"]["log"] == log, thread
+
+
+async def test_tasks_and_threads_at_once_lose_no_write_deadlock_or_stall_the_loop(
+    recording_saver: RecordingSaver,
+) -> None:
+    faulthandler.dump_traceback_later(DEADLOCK_S + 30, exit=True, file=sys.stderr)
+    try:
+        ticker = Ticker().start()
+        result = await _hammer(recording_saver, "one", sync_writers=6, async_writers=6)
+        await ticker.stop()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    for reads in result["seen"]:
+        assert reads == sorted(reads), "a reader saw the shared thread go back"
+    assert sum(map(len, result["seen"])) > 0
+    _check_no_write_lost(recording_saver, result["threads"])
+    assert not acked_missing(recording_saver, recording_saver.log.acked)
+    slowest = recording_saver.log.slowest()
+    print(
+        f"ticks={ticker.ticks} largest gap={ticker.max_gap * 1000:.1f} ms; "
+        f"slowest call={slowest * 1000:.1f} ms"
+    )
+    assert ticker.max_gap <= slowest + SWITCH_SLACK_S, (
+        f"the loop stalled {ticker.max_gap * 1000:.0f} ms, longer than the "
+        f"slowest single operation ({slowest * 1000:.0f} ms)"
+    )
+
+
+@pytest.mark.parametrize("store", [_redis_param("redis")])
+async def test_processes_threads_and_tasks_on_one_server_lose_no_write(
+    store: str,
+) -> None:
+    """Two other processes do the same on the same Redis and key prefix while
+    this one runs: every thread of every process has all its checkpoints, and
+    each reader saw the shared thread only move forward."""
+    prefix = fresh_prefix("cp")
+    url = redis_url()
+    argv = ["--url", url, "--prefix", prefix, "--shared", "one-shared"]
+    argv += ["--writers", "6", "--invokes", str(INVOKES), "--steps", str(SPEC.steps)]
+    children = [
+        Child("concurrency", *argv, "--tag", f"p{i}", gated=True) for i in range(2)
+    ]
+    for child in children:
+        child.wait_ready()
+    engine = engine_for(store, key_prefix=prefix)
+    async with RecordingSaver(engine) as saver:
+        for child in children:
+            child.go()
+        ticker = Ticker().start()
+        result = await _hammer(saver, "one", sync_writers=4, async_writers=4)
+        await ticker.stop()
+        outputs = [
+            json.loads(child.finish(timeout=DEADLOCK_S).strip().splitlines()[-1])
+            for child in children
+        ]
+        for out in outputs:
+            assert out["errors"] == [] and out["monotonic"], out
+        child_threads = [f"p{i}-w{j}" for i in range(2) for j in range(6)]
+        _check_no_write_lost(saver, result["threads"] + child_threads)
+        print(f"child reads: {[o['reads'] for o in outputs]}")
