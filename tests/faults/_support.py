@@ -264,7 +264,8 @@ class RecordingSaver(ContextEngineSaver):
         self.log = CallLog()
 
     @contextmanager
-    def _timed(self, op: str, config: Any) -> Iterator[None]:
+    def timed(self, op: str, config: Any) -> Iterator[None]:
+        """Log the duration and outcome of the block as one call `op`."""
         started = time.monotonic()
         error: BaseException | None = None
         try:
@@ -298,7 +299,7 @@ class RecordingSaver(ContextEngineSaver):
             )
 
     def put(self, config: Any, checkpoint: Any, metadata: Any, versions: Any) -> Any:
-        with self._timed("put", config):
+        with self.timed("put", config):
             stored = super().put(config, checkpoint, metadata, versions)
         self._ack(stored)
         return stored
@@ -306,7 +307,7 @@ class RecordingSaver(ContextEngineSaver):
     async def aput(
         self, config: Any, checkpoint: Any, metadata: Any, versions: Any
     ) -> Any:
-        with self._timed("aput", config):
+        with self.timed("aput", config):
             stored = await super().aput(config, checkpoint, metadata, versions)
         self._ack(stored)
         return stored
@@ -314,23 +315,23 @@ class RecordingSaver(ContextEngineSaver):
     def put_writes(
         self, config: Any, writes: Sequence[Any], task_id: str, task_path: str = ""
     ) -> None:
-        with self._timed("put_writes", config):
+        with self.timed("put_writes", config):
             super().put_writes(config, writes, task_id, task_path)
         self._ack_writes(config, writes, task_id)
 
     async def aput_writes(
         self, config: Any, writes: Sequence[Any], task_id: str, task_path: str = ""
     ) -> None:
-        with self._timed("aput_writes", config):
+        with self.timed("aput_writes", config):
             await super().aput_writes(config, writes, task_id, task_path)
         self._ack_writes(config, writes, task_id)
 
     def get_tuple(self, config: Any) -> CheckpointTuple | None:
-        with self._timed("get_tuple", config):
+        with self.timed("get_tuple", config):
             return super().get_tuple(config)
 
     async def aget_tuple(self, config: Any) -> CheckpointTuple | None:
-        with self._timed("aget_tuple", config):
+        with self.timed("aget_tuple", config):
             return await super().aget_tuple(config)
 
 

@@ -153,9 +153,14 @@ def crash(args: argparse.Namespace) -> None:
     print("DONE", flush=True)
 
 
+def _log_length(tup: Any) -> int:
+    return len(tup.checkpoint["channel_values"].get("log", []))
+
+
 def concurrency(args: argparse.Namespace) -> None:
     spec = GraphSpec(steps=args.steps)
-    seen: list[int] = []
+    seen_sync: list[int] = []
+    seen_async: list[int] = []
     errors: list[str] = []
     stop = threading.Event()
 
@@ -177,14 +182,15 @@ def concurrency(args: argparse.Namespace) -> None:
                 while not stop.is_set():
                     tup = saver.get_tuple(cfg(args.shared))
                     if tup is not None:
-                        seen.append(len(tup.checkpoint["channel_values"]["log"]))
+                        seen_sync.append(_log_length(tup))
+                    time.sleep(0.002)
 
             async def read_async() -> None:
                 while not stop.is_set():
                     tup = await saver.aget_tuple(cfg(args.shared))
                     if tup is not None:
-                        seen.append(len(tup.checkpoint["channel_values"]["log"]))
-                    await asyncio.sleep(0)
+                        seen_async.append(_log_length(tup))
+                    await asyncio.sleep(0.002)
 
             names = [f"{args.tag}-w{i}" for i in range(args.writers)]
             readers = [asyncio.create_task(read_async())]
@@ -210,8 +216,12 @@ def concurrency(args: argparse.Namespace) -> None:
     started = time.monotonic()
     asyncio.run(main())
     result: dict[str, Any] = {
-        "reads": len(seen),
-        "monotonic": all(a <= b for a, b in itertools.pairwise(seen)),
+        "reads": len(seen_sync) + len(seen_async),
+        "monotonic": all(
+            a <= b
+            for seen in (seen_sync, seen_async)
+            for a, b in itertools.pairwise(seen)
+        ),
         "errors": errors,
         "seconds": time.monotonic() - started,
     }

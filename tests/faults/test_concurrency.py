@@ -22,10 +22,12 @@ import faulthandler
 import json
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 
 from aiecs_checkpoint import ContextEngineSaver
 from tests.conftest import _redis_param, engine_for, redis_url
@@ -45,8 +47,13 @@ SPEC = GraphSpec(steps=3)
 INVOKES = 4
 DEADLOCK_S = 120.0
 """Far longer than the work takes; reaching it means something waits forever."""
+READ_PAUSE_S = 0.002
+"""Readers pause between reads (a reader spinning on the GIL is not a workload)."""
 SWITCH_SLACK_S = 0.05
-"""Allowance for the interpreter's thread switches (5 ms each) on 2 cores."""
+"""Allowance for thread switches on 2 cores (the test sets a 1 ms interval)."""
+LONG_THREAD = 150
+"""Checkpoints of the shared thread the stall test lists and copies."""
+ASYNC_OPS = 40
 
 
 @pytest.fixture(params=["memory", _redis_param("redis")])
@@ -75,21 +82,22 @@ async def _hammer(
             while not stop.is_set():
                 tup = saver.get_tuple(cfg(shared))
                 if tup is not None:
-                    mine.append(len(tup.checkpoint["channel_values"]["log"]))
+                    mine.append(len(tup.checkpoint["channel_values"].get("log", [])))
+                time.sleep(READ_PAUSE_S)
         except BaseException as exc:
             errors.append(exc)
 
     async def read_async() -> None:
-        mine: list[int] = []
-        seen.append(mine)
+        raw: list[int] = []
+        live: list[int] = []  # get_state also applies the latest pending writes
+        seen.extend([raw, live])
         while not stop.is_set():
             tup = await saver.aget_tuple(cfg(shared))
             if tup is not None:
-                mine.append(len(tup.checkpoint["channel_values"]["log"]))
+                raw.append(len(tup.checkpoint["channel_values"].get("log", [])))
             state = await graph.aget_state(cfg(shared))
-            if state.values:
-                mine.append(len(state.values["log"]))
-            await asyncio.sleep(0)
+            live.append(len(state.values.get("log", [])))
+            await asyncio.sleep(READ_PAUSE_S)
 
     def write_sync(thread: str) -> None:
         for _ in range(INVOKES):
@@ -128,14 +136,12 @@ def _check_no_write_lost(saver: ContextEngineSaver, threads: list[str]) -> None:
         assert history[0].checkpoint["channel_values"]["log"] == log, thread
 
 
-async def test_tasks_and_threads_at_once_lose_no_write_deadlock_or_stall_the_loop(
+async def test_tasks_and_threads_at_once_lose_no_write_and_never_deadlock(
     recording_saver: RecordingSaver,
 ) -> None:
     faulthandler.dump_traceback_later(DEADLOCK_S + 30, exit=True, file=sys.stderr)
     try:
-        ticker = Ticker().start()
         result = await _hammer(recording_saver, "one", sync_writers=6, async_writers=6)
-        await ticker.stop()
     finally:
         faulthandler.cancel_dump_traceback_later()
     for reads in result["seen"]:
@@ -143,14 +149,93 @@ async def test_tasks_and_threads_at_once_lose_no_write_deadlock_or_stall_the_loo
     assert sum(map(len, result["seen"])) > 0
     _check_no_write_lost(recording_saver, result["threads"])
     assert not acked_missing(recording_saver, recording_saver.log.acked)
-    slowest = recording_saver.log.slowest()
+
+
+def _hand_put(thread: str, n: int, parent: Any) -> tuple[Any, Any, Any, Any]:
+    """Arguments of a put whose `items` channel holds n elements (one new)."""
+    checkpoint = empty_checkpoint()
+    version = f"{n:032}.0"
+    checkpoint["channel_values"] = {"items": [f"item-{i}" * 20 for i in range(n)]}
+    checkpoint["channel_versions"] = {"items": version}
+    return parent or cfg(thread), checkpoint, {"step": n}, {"items": version}
+
+
+INLINE_REASON = (
+    "the memory store's async methods run inline and never yield to the loop, "
+    "so a coroutine's successive saver calls hold the loop for all of them"
+)
+
+
+@pytest.mark.parametrize(
+    "recording_saver",
+    [
+        pytest.param(
+            "memory", marks=pytest.mark.xfail(strict=True, reason=INLINE_REASON)
+        ),
+        _redis_param("redis"),
+    ],
+    indirect=True,
+)
+async def test_the_event_loop_never_waits_longer_than_about_one_store_operation(
+    recording_saver: RecordingSaver,
+) -> None:
+    """OS threads make slow sync calls (long lists, copies of a long thread,
+    puts) while tasks make async calls on the same saver; the ticker's largest
+    gap stays within the two slowest single operations (one the loop may wait
+    for, one it runs) plus thread-switch slack."""
+    saver = recording_saver
+    shared = "stall-shared"
+    parent = None
+    for n in range(1, LONG_THREAD + 1):
+        parent = saver.put(*_hand_put(shared, n, parent))
+    stop = threading.Event()
+
+    def sync_worker(i: int) -> None:
+        own, parent_cfg, n = f"stall-s{i}", None, 0
+        while not stop.is_set():
+            n += 1
+            parent_cfg = saver.put(*_hand_put(own, n, parent_cfg))
+            with saver.timed("list", cfg(shared)):
+                assert len(list(saver.list(cfg(shared)))) >= LONG_THREAD
+            with saver.timed("copy_thread", cfg(shared)):
+                saver.copy_thread(shared, f"{own}-copy")
+
+    async def async_worker(i: int) -> None:
+        own, parent_cfg = f"stall-a{i}", None
+        for n in range(1, ASYNC_OPS + 1):
+            parent_cfg = await saver.aput(*_hand_put(own, n, parent_cfg))
+            assert await saver.aget_tuple(cfg(shared)) is not None
+            with saver.timed("alist", cfg(shared)):
+                assert len([t async for t in saver.alist(cfg(shared), limit=5)]) == 5
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    workers = [threading.Thread(target=sync_worker, args=(i,)) for i in range(4)]
+    try:
+        ticker = Ticker().start()
+        for w in workers:
+            w.start()
+        await asyncio.wait_for(
+            asyncio.gather(*(async_worker(i) for i in range(4))), DEADLOCK_S
+        )
+        await ticker.stop()
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(DEADLOCK_S)
+        sys.setswitchinterval(previous)
+    assert not saver.log.errors()
+    calls = saver.log.calls
+    slowest_sync = max(c.seconds for c in calls if not c.op.startswith("a"))
+    slowest_async = max(c.seconds for c in calls if c.op.startswith("a"))
+    allowed = slowest_sync + slowest_async + SWITCH_SLACK_S
     print(
-        f"ticks={ticker.ticks} largest gap={ticker.max_gap * 1000:.1f} ms; "
-        f"slowest call={slowest * 1000:.1f} ms"
+        f"ticks={ticker.ticks} largest gap={ticker.max_gap * 1000:.1f} ms; slowest "
+        f"sync={slowest_sync * 1000:.1f} ms async={slowest_async * 1000:.1f} ms"
     )
-    assert ticker.max_gap <= slowest + SWITCH_SLACK_S, (
-        f"the loop stalled {ticker.max_gap * 1000:.0f} ms, longer than the "
-        f"slowest single operation ({slowest * 1000:.0f} ms)"
+    assert ticker.max_gap <= allowed, (
+        f"the loop stalled {ticker.max_gap * 1000:.0f} ms, more than the slowest "
+        f"sync and async operations together ({allowed * 1000:.0f} ms with slack)"
     )
 
 
