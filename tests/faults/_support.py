@@ -111,6 +111,9 @@ class GraphSpec:
     ask: bool = False
     pause_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        assert self.steps >= 2, "the chain needs a node after the parallel pair"
+
     def nodes(self) -> list[str]:
         names = ["n0", "pa", "pb"] + [f"n{i}" for i in range(1, self.steps)]
         if self.ask:
