@@ -459,12 +459,16 @@ class PersistentRedisServer(RedisServer):
     on disk before its reply leaves), in a data dir of its own that
     :meth:`stop` and :meth:`kill` keep, so :meth:`start` replays it on the same
     port. :meth:`close` (or leaving the ``with`` block) also removes the data
-    dir when this object created it.
+    dir when this object created it. With ``appendonly=False`` the server keeps
+    only the snapshots it is told to take (``command("SAVE")``) and restarts
+    from the last one: what it acknowledged after it is lost, as after a
+    failover to a replica that lagged.
 
     Args:
         port: Port to listen on; a free one is chosen when omitted.
-        data_dir: Where the AOF lives; a fresh temp dir when omitted.
+        data_dir: Where the AOF (or snapshot) lives; a fresh temp dir when omitted.
         appendfsync: ``always``, ``everysec`` or ``no``.
+        appendonly: Keep the append-only file (default) or snapshots only.
         password, extra_args, startup_timeout, autostart: as :class:`RedisServer`.
     """
 
@@ -474,11 +478,13 @@ class PersistentRedisServer(RedisServer):
         *,
         data_dir: str | Path | None = None,
         appendfsync: str = "always",
+        appendonly: bool = True,
         password: str | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         autostart: bool = True,
     ) -> None:
+        self.appendonly = appendonly
         self._owns_data_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="redis-data-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -494,7 +500,9 @@ class PersistentRedisServer(RedisServer):
     def _argv(self, tmpdir: Path) -> list[str]:
         # Later flags win: persistence on, in the data dir (the log stays in tmpdir).
         return super()._argv(tmpdir) + _flags(
-            dir=str(self.data_dir), appendonly="yes", appendfsync=self.appendfsync
+            dir=str(self.data_dir),
+            appendonly="yes" if self.appendonly else "no",
+            appendfsync=self.appendfsync,
         )
 
     def close(self) -> None:

@@ -211,3 +211,53 @@ async def test_an_async_call_to_a_frozen_redis_raises_store_error_within_the_bou
                 await asyncio.wait_for(saver.aget_tuple(cfg("t")), CALL_BOUND_S)
         finally:
             frozen_server.resume()
+
+
+# -- a server that loses acknowledged writes -----------------------------------------
+
+LOSS_REASON = (
+    "a put only checks that a list's epoch exists, not that the log holds the "
+    "positions it references: a run that outlives a loss of acknowledged writes "
+    "(failover to a lagging replica, restart from an older snapshot) stores "
+    "manifests pointing past the log or at other elements: reads raise "
+    "ValueError or return the wrong list"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=LOSS_REASON)
+def test_runs_outliving_lost_acknowledged_writes_store_only_whole_checkpoints() -> None:
+    """Redis restarts from a snapshot older than what it acknowledged while runs
+    go on (as after a failover to a lagging replica). Whatever they store next
+    must be readable and whole, or the run must fail with `StoreError`."""
+    spec = GraphSpec(steps=8, pause_s=0.02)
+    done = expected_log(spec)
+    threads = [f"loss-{i}" for i in range(4)]
+    with PersistentRedisServer(appendonly=False) as server:
+        engine = ContextEngine(redis_url=server.url, key_prefix=fresh_prefix("ls"))
+        with RecordingSaver(engine) as saver:
+            graph = build_graph(saver, spec, "run")
+
+            def run(thread: str) -> None:
+                try:
+                    resume_to_completion(graph, thread, durability="sync")
+                except StoreError:
+                    pass  # failing loudly is fine
+
+            runs = [threading.Thread(target=run, args=(t,)) for t in threads]
+            for r in runs:
+                r.start()
+            while len(saver.log.acked) < 12:
+                time.sleep(0.002)
+            server.command("SAVE")  # what the lagging replica holds
+            while len(saver.log.acked) < 24:
+                time.sleep(0.002)
+            server.kill()  # what was acknowledged since is lost
+            server.start()
+            for r in runs:
+                r.join(60)
+        reader_engine = ContextEngine(redis_url=server.url, key_prefix=engine._prefix)
+        with ContextEngineSaver(reader_engine) as reader:
+            for thread in threads:
+                for tup in reader.list(cfg(thread)):
+                    log = tup.checkpoint["channel_values"].get("log", [])
+                    assert log == done[: len(log)], (thread, log)
