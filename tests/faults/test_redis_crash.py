@@ -237,11 +237,13 @@ def test_runs_outliving_lost_acknowledged_writes_store_only_whole_checkpoints() 
         with RecordingSaver(engine) as saver:
             graph = build_graph(saver, spec, "run")
 
+            errors: list[BaseException] = []
+
             def run(thread: str) -> None:
                 try:
                     resume_to_completion(graph, thread, durability="sync")
-                except StoreError:
-                    pass  # failing loudly is fine
+                except Exception as exc:  # StoreError is fine: it fails loudly
+                    errors.append(exc)
 
             runs = [threading.Thread(target=run, args=(t,)) for t in threads]
             for r in runs:
@@ -255,6 +257,8 @@ def test_runs_outliving_lost_acknowledged_writes_store_only_whole_checkpoints() 
             server.start()
             for r in runs:
                 r.join(60)
+        untyped = [e for e in errors if not isinstance(e, StoreError)]
+        assert not untyped, untyped
         reader_engine = ContextEngine(redis_url=server.url, key_prefix=engine._prefix)
         with ContextEngineSaver(reader_engine) as reader:
             for thread in threads:
