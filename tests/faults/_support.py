@@ -342,14 +342,24 @@ class RecordingSaver(ContextEngineSaver):
 
 
 def acked_missing(
-    saver: ContextEngineSaver, acked: Sequence[tuple[str, str, str]]
+    saver: ContextEngineSaver,
+    acked: Sequence[tuple[str, str, str]],
+    unreadable: list[tuple[str, str, str]] | None = None,
 ) -> list[tuple[str, str, str]]:
-    """Acknowledged checkpoints `saver` cannot read back."""
-    return [
-        (t, ns, cid)
-        for t, ns, cid in dict.fromkeys(acked)
-        if saver.get_tuple(cfg(t, cid, ns)) is None
-    ]
+    """Acknowledged checkpoints `saver` cannot read back. With `unreadable`, a
+    read that raises is collected there (else it propagates)."""
+    missing = []
+    for t, ns, cid in dict.fromkeys(acked):
+        try:
+            found = saver.get_tuple(cfg(t, cid, ns))
+        except Exception:
+            if unreadable is None:
+                raise
+            unreadable.append((t, ns, cid))
+            continue
+        if found is None:
+            missing.append((t, ns, cid))
+    return missing
 
 
 def check_history(

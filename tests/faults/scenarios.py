@@ -113,6 +113,8 @@ class FailoverResult:
     failover_s: float
     slowest_call_s: float
     resume_failures: dict[str, BaseException]
+    unreadable: list[tuple[str, str, str]]
+    """Acknowledged checkpoints whose read raised (see LOSS_REASON)."""
     checked: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -169,8 +171,9 @@ async def failover_trial(
     finally:
         pool.shutdown()
     reader_engine = ContextEngine(redis_url=cluster.live_url, key_prefix=prefix)
+    unreadable: list[tuple[str, str, str]] = []
     with ContextEngineSaver(reader_engine) as reader:
-        lost = acked_missing(reader, saver.log.acked)
+        lost = acked_missing(reader, saver.log.acked, None if check else unreadable)
         if check:
             assert not resumed, f"runs failed after the failover: {resumed}"
             for run in plan:
@@ -186,5 +189,6 @@ async def failover_trial(
         failover_s=failover_s,
         slowest_call_s=saver.log.slowest(),
         resume_failures=resumed,
+        unreadable=unreadable,
         checked=len(plan) if check else 0,
     )
