@@ -69,11 +69,15 @@ def up(front: ClickHouseServer) -> Iterator[ClickHouseServer]:
         front.start()
 
 
-def _hot_engine(hot: str, settings: ArchiveSettings) -> ContextEngine:
+def _hot_engine(hot: str, settings: ArchiveSettings) -> tuple[ContextEngine, str]:
+    """An engine on `hot` with the archive, and its key prefix."""
+    prefix = fresh_prefix("ao")
     if hot == "redis":
-        prefix = fresh_prefix("ao")
-        return ContextEngine(redis_url=redis_url(), key_prefix=prefix, archive=settings)
-    return ContextEngine(archive=settings)
+        engine = ContextEngine(
+            redis_url=redis_url(), key_prefix=prefix, archive=settings
+        )
+        return engine, prefix
+    return ContextEngine(archive=settings), prefix
 
 
 async def _run_with_outage(
@@ -188,7 +192,7 @@ async def test_an_archive_outage_under_load_never_reaches_the_hot_path_and_loses
     rng = seeded(f"archive-outage-{hot}")
     settings = archive_settings_for(up.host, up.port, batch_size=200)
     plan = mixed_plan(24, rng, steps=6, tag="ao")
-    engine = _hot_engine(hot, settings)
+    engine, prefix = _hot_engine(hot, settings)
     async with RecordingSaver(engine) as saver:
         failures = await _run_with_outage(saver, plan, up, 40, 160)
         archive = engine.archive
@@ -201,16 +205,16 @@ async def test_an_archive_outage_under_load_never_reaches_the_hot_path_and_loses
     assert metrics["dropped"] == 0 and metrics["queued"] == 0, metrics
     assert metrics["written"] == metrics["enqueued"], metrics
     assert metrics["failed_reads"] == 0, "a run read the archive during the outage"
-    with ContextEngineSaver(_reader(engine, settings)) as reader:
+    with ContextEngineSaver(_reader(engine, prefix)) as reader:
         compared = _check_archive_complete(reader, settings, [r.thread for r in plan])
     print(f"{hot}: {compared} checkpoints compared; archive {metrics}")
 
 
-def _reader(engine: ContextEngine, settings: ArchiveSettings) -> ContextEngine:
+def _reader(engine: ContextEngine, prefix: str) -> ContextEngine:
     """An engine on the same hot store (for Redis) without the archive; the
     memory store cannot be shared, so there the writer's engine is reused."""
     if engine.storage_backend == "redis":
-        return ContextEngine(redis_url=redis_url(), key_prefix=engine._prefix)
+        return ContextEngine(redis_url=redis_url(), key_prefix=prefix)
     return engine
 
 

@@ -232,8 +232,9 @@ def test_runs_outliving_lost_acknowledged_writes_store_only_whole_checkpoints() 
     spec = GraphSpec(steps=8, pause_s=0.02)
     done = expected_log(spec)
     threads = [f"loss-{i}" for i in range(4)]
+    prefix = fresh_prefix("ls")
     with PersistentRedisServer(appendonly=False) as server:
-        engine = ContextEngine(redis_url=server.url, key_prefix=fresh_prefix("ls"))
+        engine = ContextEngine(redis_url=server.url, key_prefix=prefix)
         with RecordingSaver(engine) as saver:
             graph = build_graph(saver, spec, "run")
 
@@ -259,7 +260,7 @@ def test_runs_outliving_lost_acknowledged_writes_store_only_whole_checkpoints() 
                 r.join(60)
         untyped = [e for e in errors if not isinstance(e, StoreError)]
         assert not untyped, untyped
-        reader_engine = ContextEngine(redis_url=server.url, key_prefix=engine._prefix)
+        reader_engine = ContextEngine(redis_url=server.url, key_prefix=prefix)
         with ContextEngineSaver(reader_engine) as reader:
             for thread in threads:
                 for tup in reader.list(cfg(thread)):
