@@ -109,7 +109,7 @@ def test_sigkilled_runs_resume_with_nothing_half_written_and_no_killed_records()
 ):
     """A few kills on standalone Redis (the default run); the slow variants
     below kill many more times, on a Cluster and with the archive too."""
-    crash_loop(redis_url(), kills=5, name="app-crash-redis", durability="sync")
+    crash_loop(redis_url(), kills=4, name="app-crash-redis", durability="sync")
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ READ_PAUSE_S = 0.002
 """Readers pause between reads (a reader spinning on the GIL is not a workload)."""
 SWITCH_SLACK_S = 0.05
 """Allowance for thread switches on 2 cores (the test sets a 1 ms interval)."""
-LONG_THREAD = 150
+LONG_THREAD = 100
 """Checkpoints of the shared thread the stall test lists and copies."""
 ASYNC_OPS = 40
 
