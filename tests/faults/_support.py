@@ -33,7 +33,7 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver, track_model_usage
-from aiecs_checkpoint.stores.clickhouse import ArchiveSettings
+from aiecs_checkpoint.stores.clickhouse.archive import ArchiveSettings
 
 __all__ = [
     "CALL_BOUND_S",
