@@ -83,6 +83,7 @@ def fresh_prefix(tag: str) -> str:
 
 
 def cfg(thread: str, checkpoint_id: str | None = None, ns: str = "") -> Any:
+    """A run config for `thread` (at `checkpoint_id` when given)."""
     conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ns}
     if checkpoint_id is not None:
         conf["checkpoint_id"] = checkpoint_id
@@ -223,6 +224,8 @@ async def aresume_to_completion(
 
 @dataclass
 class Call:
+    """One saver call: its name, thread, start, duration and error (if any)."""
+
     op: str
     thread: str
     started: float
