@@ -51,7 +51,7 @@ def _engine(args: argparse.Namespace) -> ContextEngine:
             host=host,
             port=int(port),
             database=database,
-            flush_interval=0.02,
+            flush_interval=args.flush_interval,
             batch_size=50,
         )
     return ContextEngine(redis_url=args.url, key_prefix=args.prefix, archive=archive)
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--url", required=True)
         p.add_argument("--prefix", required=True)
         p.add_argument("--archive", default="", help="host:port:database")
+        p.add_argument("--flush-interval", type=float, default=0.02)
         p.add_argument("--steps", type=int, default=5)
     p = sub.choices["crash"]
     p.add_argument("--threads", type=int, default=10)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from aiecs_checkpoint import ContextEngine, ContextEngineSaver
+from aiecs_checkpoint import ContextEngine, ContextEngineSaver, StoreError
 from tests.conftest import REDIS_INSTALLED, clickhouse, cluster_url, redis_url
 from tests.faults._support import (
     Child,
@@ -145,15 +145,20 @@ def test_many_sigkills_leave_nothing_half_written(store: str, durability: str) -
 WINDOW_REASON = "records ride on put_writes, which LangGraph does not order with {}"
 
 
-def _killed_in_window(hold: list[str]) -> ContextEngineSaver:
+def _killed_in_window(
+    hold: list[str], archive: list[str] | None = None
+) -> ContextEngineSaver:
     """Run thread t0 in a child that stops at the window `hold` sets up, kill
-    it there, let a second child finish t0; a saver on the thread's prefix."""
+    it there, let a second child finish t0; a saver on the thread's prefix.
+    `archive`: the first child's archive options (the second one's are the
+    same without `--flush-interval`)."""
     url, prefix = redis_url(), fresh_prefix("win")
     base = ["--url", url, "--prefix", prefix, "--threads", "1"]
     base += ["--steps", str(STEPS)]
-    child = Child("crash", *base, "--attempt", "killed", *hold)
+    child = Child("crash", *base, "--attempt", "killed", *hold, *(archive or []))
     child.wait_for("WINDOW")
     child.kill()
+    base += (archive or [])[:2]
     final = Child("crash", *base, "--attempt", "final", "--threads", "1")
     final.wait_ready()
     assert "DONE" in final.finish(timeout=120)
@@ -197,12 +202,54 @@ def test_a_process_killed_before_a_saved_steps_writes_keeps_its_record() -> None
         _check_saved_steps_recorded(saver, "t0")
 
 
+ORPHAN_ITEMS_REASON = (
+    "the rows a killed process still queued are lost, and the next process "
+    "archives only the list elements it did not read back: the archive holds "
+    "checkpoints whose elements it lacks, and restoring them raises IndexError"
+)
+
+
+def _restored_whole(
+    hot: ContextEngineSaver, cold: ContextEngineSaver, thread: str
+) -> int:
+    """Assert that each checkpoint `cold` restores from the archive equals the
+    hot store's (or that the restore fails with `StoreError`); the count."""
+    kept = {t.checkpoint["id"]: t for t in hot.list(cfg(thread))}
+    try:
+        restored = list(cold.list(cfg(thread)))
+    except StoreError:
+        return 0  # loud: acceptable
+    for tup in restored:
+        original = kept[tup.checkpoint["id"]]
+        assert tup.checkpoint == original.checkpoint, thread
+        assert tup.pending_writes == original.pending_writes, thread
+    return len(restored)
+
+
+@pytest.mark.xfail(strict=True, reason=ORPHAN_ITEMS_REASON)
+def test_a_thread_restored_after_a_process_died_with_queued_rows_is_whole() -> None:
+    """A process is killed with its outbox undelivered; another resumes and
+    finishes the thread; the hot store is then lost. What the archive restores
+    must be whole, or the restore must fail with `StoreError`."""
+    server = clickhouse()
+    if server is None:
+        pytest.skip("needs the local ClickHouse front")
+    settings = archive_settings_for(server.host, server.port)
+    archive = ["--archive", f"{server.host}:{server.port}:{settings.database}"]
+    saver = _killed_in_window(
+        ["--hold-put-step", "4"], archive=[*archive, "--flush-interval", "600"]
+    )
+    with saver, ContextEngineSaver(ContextEngine(archive=settings)) as cold:
+        _restored_whole(saver, cold, "t0")
+
+
 @pytest.mark.slow
 def test_checkpoints_restored_from_the_archive_after_sigkills_are_whole() -> None:
     """With the archive on, a killed process loses the rows its outbox still
     held. A thread restored from the archive (the hot store lost it) may then
     be shorter, but every checkpoint it shows must be whole: equal to the one
-    the hot store had."""
+    the hot store had (or the restore fails loudly). Random kills hit the bug
+    the test above pins only sometimes: then this test reports it as xfail."""
     server = clickhouse()
     if server is None:
         pytest.skip("needs the local ClickHouse front")
@@ -212,17 +259,14 @@ def test_checkpoints_restored_from_the_archive_after_sigkills_are_whole() -> Non
         redis_url(), 20, "app-crash-archive", archive=archive, durability="sync"
     )
     engine = ContextEngine(redis_url=redis_url(), key_prefix=run["prefix"])
-    restored_total = 0
+    restored = 0
     with (
         ContextEngineSaver(engine) as hot,
         ContextEngineSaver(ContextEngine(archive=settings)) as cold,
     ):
         for thread in run["threads"]:
-            kept = {t.checkpoint["id"]: t for t in hot.list(cfg(thread))}
-            restored = list(cold.list(cfg(thread)))  # restores into memory
-            restored_total += len(restored)
-            for tup in restored:
-                original = kept[tup.checkpoint["id"]]
-                assert tup.checkpoint == original.checkpoint, thread
-                assert tup.pending_writes == original.pending_writes, thread
-    print(f"restored checkpoints: {restored_total}")
+            try:
+                restored += _restored_whole(hot, cold, thread)
+            except IndexError as exc:
+                pytest.xfail(f"{ORPHAN_ITEMS_REASON}: {exc!r}")
+    print(f"restored checkpoints: {restored}")
