@@ -466,6 +466,7 @@ FROZEN_READ_REASON = (
 )
 
 
+@pytest.mark.slow  # waits out the bound (~12 s), kept out of the default run's budget
 @pytest.mark.xfail(strict=True, reason=FROZEN_READ_REASON)
 def test_a_restore_from_a_frozen_archive_ends_within_the_bound(
     up: ClickHouseServer,
