@@ -27,6 +27,7 @@ from aiecs_checkpoint.stores.records import (
     DeltaHistory,
     Held,
     ListValue,
+    Runs,
     StoredTuple,
     Typed,
     ValueWrite,
@@ -90,6 +91,14 @@ class CheckpointStore(Protocol):
         self, thread_id: str, ns: str, cid: str | None, channels: Sequence[str]
     ) -> Op[DeltaHistory | None]:
         """Walk the checkpoint's parent chain once for all `channels`."""
+        ...
+
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """The serialized elements at `runs` of an element log (what a ref
+        value points at, `stores.refs`); positions no longer stored are left
+        out."""
         ...
 
     def delete_thread(self, thread_id: str) -> Op[None]:
