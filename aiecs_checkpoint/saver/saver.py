@@ -132,7 +132,8 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
     ) -> ContextEngineSaver:
         """A saver on Redis at `conn_string`; use it as `with` or `async with`.
 
-        `engine_options` are `ContextEngine`'s (key_prefix, ttl, cluster, fallback).
+        `engine_options` are `ContextEngine`'s (key_prefix, ttl, cluster, fallback,
+        replica_acks, replica_acks_timeout).
         Entering connects (and detects a cluster); leaving closes the connections.
         """
         engine = ContextEngine(redis_url=conn_string, **engine_options)

@@ -105,7 +105,6 @@ async def test_after_a_failover_that_lost_acknowledged_writes_runs_resume_whole(
     assert result.checked == 30
 
 
-@pytest.mark.xfail(strict=True, reason="replica_acks not implemented yet")
 async def test_with_replica_acks_no_acknowledged_checkpoint_is_lost_in_a_failover(
     cluster: RedisCluster,
 ) -> None:
