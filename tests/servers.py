@@ -596,6 +596,7 @@ class RedisCluster:
         self._cli = _require_binary("redis-cli")
         _require_binary("redis-server")
         self.startup_timeout = startup_timeout
+        self.node_timeout_ms = node_timeout_ms
         self.replicas = replicas
         self.nodes: list[RedisServer] = []
         self._served_before: dict[int, int] = {}
@@ -694,6 +695,43 @@ class RedisCluster:
         self._served_before[master.port] = me.slots[0][0]
         master.kill()
         return master
+
+    def add_replica(self, master: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Start a new node, join it to the cluster as a replica of `master`
+        (as an operator replaces a lost node) and return it once its link to
+        `master` is up."""
+        port = _find_cluster_port()
+        node = RedisServer(
+            port,
+            extra_args=_flags(
+                cluster_enabled="yes",
+                cluster_config_file=f"nodes-{port}.conf",
+                cluster_node_timeout=str(self.node_timeout_ms),
+            ),
+        )
+        self.nodes.append(node)
+        master_id = next(
+            n.node_id for n in self.node_table(master) if n.port == master.port
+        )
+        node.command("CLUSTER", "MEET", master.host, str(master.port))
+        deadline = time.monotonic() + timeout
+        replicating = False
+        while True:
+            try:
+                if not replicating:
+                    node.command("CLUSTER", "REPLICATE", master_id)
+                    replicating = True
+                info = str(node.command("INFO", "replication"))
+                if "master_link_status:up" in info:
+                    return node
+            except (OSError, _RespError):
+                pass  # `master` is not known to the new node yet
+            if time.monotonic() >= deadline:
+                raise RedisServerError(
+                    f"port {port} did not become a replica of port {master.port} "
+                    f"within {timeout:.1f}s.\n{self._format_logs()}"
+                )
+            time.sleep(0.05)
 
     def wait_for_failover(
         self, killed: RedisServer, timeout: float = 60.0

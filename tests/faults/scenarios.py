@@ -136,6 +136,10 @@ async def failover_trial(
     SIGSTOP, its link dropped by the master) and thawed right after it: what
     the master acknowledged meanwhile never reached it, which is the window
     asynchronous replication leaves open.
+
+    With `replica_acks` in `engine_options`, a new node joins as the promoted
+    replica's replica once the first runs ended (writes to it raise
+    `StoreError` until then), and the runs resume after that.
     """
     prefix = fresh_prefix("fo")
     plan = mixed_plan(runs, rng)
@@ -163,9 +167,13 @@ async def failover_trial(
             killed_at = time.monotonic()
             cluster.kill_master(victim)
             replica.resume()
-            await asyncio.to_thread(cluster.wait_for_failover, victim)
+            promoted = await asyncio.to_thread(cluster.wait_for_failover, victim)
             failover_s = time.monotonic() - killed_at
             await asyncio.gather(*started)
+            if options.get("replica_acks"):
+                # The promoted replica has no replica of its own: until a node
+                # replaces the lost one, every write to it raises StoreError.
+                await asyncio.to_thread(cluster.add_replica, promoted)
             resumed: dict[str, BaseException] = {}
             await asyncio.gather(*drive(saver, plan, "after", pool, resumed, False))
     finally:
