@@ -74,8 +74,9 @@ Durability (`ContextEngine(replica_acks=N, replica_acks_timeout=S)`):
   greater than the replicas a node has, every put raises.
 * What `WAIT` promises: the write is in the memory of N replicas, so a
   failover that promotes one of them keeps it (with one replica per
-  master, the only candidate is one of them). It does not make the replicas fsync their AOF:
-  if the master and those replicas all lose power, it can still be lost.
+  master, the only candidate is one of them). It does not make the
+  replicas fsync their AOF: if the master and those replicas all lose
+  power, it can still be lost.
   Redis 7.2's `WAITAOF` would add that (not used: the package supports
   Redis >= 7.0). Only the thread's own keys are covered: on a Cluster the
   global indexes (`P:threads`, `P:run:{R}`) live in other slots and are
