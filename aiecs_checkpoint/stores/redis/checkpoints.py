@@ -106,7 +106,7 @@ class RedisCheckpointStore:
             L.pack_values(row.checkpoint_ns, values),
             row.run_key or "",
         ]
-        reply = yield Call("put", keys, args)
+        reply = yield Call("put", keys, args, acks=self.s.replica_acks)
         if L.text(reply[0]) == "stale":
             raise StaleListBase(row.checkpoint_id)
         if self.s.cluster:
@@ -114,7 +114,9 @@ class RedisCheckpointStore:
         return {L.text(ch): _as_list(E.unpack_value(blob)) for ch, blob in reply[1]}
 
     def _register_cluster(self, thread_id: str, run_key: str | None) -> Op[None]:
-        """On a cluster the global indexes live in other slots: separate calls."""
+        """On a cluster the global indexes live in other slots: separate calls
+        (not covered by `replica_acks`: a failover may drop a thread's
+        registry entry, which its next put writes again)."""
         now = int(time.time() * 1000)
         yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
         if run_key:
@@ -125,7 +127,7 @@ class RedisCheckpointStore:
     ) -> Op[None]:
         tk = self.keys.thread(thread_id)
         args = [E.member(ns, cid), E.pack_writes(rows), self.s.ttl_ms, tk.log_prefix]
-        yield Call("put_writes", tk.script_keys, args)
+        yield Call("put_writes", tk.script_keys, args, acks=self.s.replica_acks)
 
     def get(
         self, thread_id: str, ns: str, cid: str | None, held: Held | None = None

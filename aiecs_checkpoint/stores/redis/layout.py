@@ -51,7 +51,40 @@ of a thread written again meanwhile. Hot paths are unchanged: a put is still
 one script call (plus the global indexes' calls on a cluster).
 
 A put retried after a timeout (its first attempt may still run once the
-server reads it) finds its row stored byte for byte and changes nothing.
+server reads it) finds its row stored byte for byte and changes nothing
+(it writes the row again, same bytes, so that the retry is replicated).
+
+Durability (`ContextEngine(replica_acks=N, replica_acks_timeout=S)`):
+
+* N = 0 (default): `put` / `put_writes` return once the master ran the
+  script. Replication is asynchronous, so a failover to a replica that had
+  not received it yet loses it (`benchmarks/failover_loss.py` measures the
+  window). What survives a restart of the same server is what its own
+  persistence kept (`appendonly yes` with `appendfsync always`: every
+  acknowledged write; `everysec`: up to about a second lost).
+* N > 0: the script call and `WAIT N S*1000` go out pipelined on one
+  connection (`WAIT` counts the replicas that acknowledged *that
+  connection's* writes); on a Cluster, to the node holding the thread's
+  slot (every key of a thread shares it, so one node and one `WAIT`). The
+  call returns once N replicas of that node acknowledged, else it raises
+  `StoreError` after S seconds (default 1.0): the write is then on the
+  master and may or may not survive a failover. After a failover the
+  promoted replica has no replica of its own until one is added: every
+  put to its slots raises `StoreError` meanwhile. With `replica_acks`
+  greater than the replicas a node has, every put raises.
+* What `WAIT` promises: the write is in the memory of N replicas, so a
+  failover that promotes one of them keeps it (with one replica per
+  master, the only candidate is one of them). It does not make the
+  replicas fsync their AOF: if the master and those replicas all lose
+  power, it can still be lost.
+  Redis 7.2's `WAITAOF` would add that (not used: the package supports
+  Redis >= 7.0). Only the thread's own keys are covered: on a Cluster the
+  global indexes (`P:threads`, `P:run:{R}`) live in other slots and are
+  written without `WAIT` (a failover may drop a thread's registry entry
+  until its next put; its checkpoints stay readable by thread id). Domain
+  data (sessions, conversations, task contexts) is not covered either.
+* Keep the clients' `socket_timeout` (if any) above S, or a slow
+  acknowledgement is reported as a timeout and retried.
 
 List values cost what changed, both ways:
 

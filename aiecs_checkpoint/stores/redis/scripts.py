@@ -59,6 +59,7 @@ local ns, cid = ARGV[1], ARGV[2]
 local mem = ns .. '\0' .. cid
 local vals = cmsgpack.unpack(ARGV[8])
 if redis.call('HGET', KEYS[3], mem) == ARGV[3] then
+  redis.call('HSET', KEYS[3], mem, ARGV[3])
   local stored = {}
   for _, e in ipairs(vals) do
     if e[1] == 'l' then
@@ -129,7 +130,9 @@ prefix, now (ms), values, run key ('' for none).
 
 A put whose row is already stored byte for byte (a retry of a put that did
 apply, e.g. after a socket timeout) changes nothing and returns the stored
-list manifests: retrying a put never appends its elements twice."""
+list manifests: retrying a put never appends its elements twice. It still
+writes the row again (same bytes), so the retry is replicated and a `WAIT`
+on the retrying connection (`replica_acks`) covers the first attempt too."""
 
 PUT_WRITES = (
     _COMMON
