@@ -37,7 +37,7 @@ from __future__ import annotations
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiecs_checkpoint.saver.elements import (
@@ -51,6 +51,7 @@ from aiecs_checkpoint.saver.elements import (
     build,
     fresh,
 )
+from aiecs_checkpoint.saver.sends import MissingElements
 from aiecs_checkpoint.stores.records import (
     Held,
     ListValue,
@@ -279,6 +280,8 @@ class SaverCache:
         self._lock = threading.RLock()
         self._lru: OrderedDict[tuple[str, ...], _Log | _List] = OrderedDict()
         self._epochs: dict[tuple[str, str], dict[str, str]] = {}
+        self._channels: dict[tuple[str, str], set[str]] = {}
+        """(thread, namespace) -> channels that may have a list entry."""
         self._edited: OrderedDict[tuple[str, str], dict[int, tuple[Any, str]]] = (
             OrderedDict()
         )
@@ -300,6 +303,8 @@ class SaverCache:
             key = next(k for k in self._lru if k not in spared)
             entry = self._lru.pop(key)
             self.used -= entry.nbytes
+            if isinstance(entry, _List):
+                self._drop_channel(key)
 
     def _log(self, key: LogKey, create: bool) -> _Log | None:
         found = self._lru.get(key)
@@ -316,6 +321,7 @@ class SaverCache:
         if found is None and create:
             found = _List()
             self._lru[key] = found
+            self._channels.setdefault((key[0], key[1]), set()).add(key[2])
         assert found is None or isinstance(found, _List)
         return found
 
@@ -351,6 +357,7 @@ class SaverCache:
         runs: Runs,
         items: Sequence[Typed],
         held: int,
+        load: Callable[[Typed], Any] | None = None,
     ) -> list[Any]:
         """Fresh copies of the elements at `runs`, each decoded once per process.
 
@@ -363,7 +370,7 @@ class SaverCache:
             log = self._log(log_key, create=True)
             assert log is not None
             before = log.nbytes
-            self._ingest(log, runs, items, held)
+            self._ingest(log, runs, items, held, load)
             log.advance()
             self._touch(log_key, log, before)
             out = self._copies(log, runs)
@@ -371,7 +378,74 @@ class SaverCache:
             self._shrink(keep=(log_key, key))
             return out
 
-    def _ingest(self, log: _Log, runs: Runs, items: Sequence[Typed], held: int) -> None:
+    def shared(self, key: ListKey, epoch: str, runs: Runs) -> list[Any]:
+        """Fresh copies of kept elements (those a ref value points at); raises
+        `MissingElements` when some are not kept."""
+        log_key = (*key, epoch)
+        with self._lock:
+            log = self._log(log_key, create=False)
+            end = max((stop for _, stop in runs), default=0)
+            if (
+                log is None
+                or len(log.kinds) < end
+                or any(log.kinds.find(MISSING, a, b) >= 0 for a, b in runs)
+            ):
+                raise MissingElements(key, epoch, runs)
+            self._lru.move_to_end(log_key)
+            return self._copies(log, runs)
+
+    def add_items(
+        self,
+        key: ListKey,
+        epoch: str,
+        runs: Runs,
+        items: Sequence[Typed],
+        load: Callable[[Typed], Any] | None = None,
+    ) -> None:
+        """Keep elements fetched for a ref value (`log_items`)."""
+        log_key = (*key, epoch)
+        with self._lock:
+            log = self._log(log_key, create=True)
+            assert log is not None
+            before = log.nbytes
+            if len(items) == sum(b - a for a, b in runs):
+                self._ingest(log, runs, items, 0, load)
+            log.advance()
+            self._touch(log_key, log, before)
+            self._shrink(keep=(log_key,))
+
+    def match(
+        self, thread_id: str, checkpoint_ns: str, in_run: bool
+    ) -> Callable[[list[Any]], tuple[str, str, Runs, int] | None]:
+        """For `saver.sends`: the stored list channel (of this thread and
+        namespace) whose written generation, or in a graph run a generation
+        the run read, is exactly the head of a given list. Looked up only when
+        a value holds a `Send`."""
+
+        def find(value: list[Any]) -> tuple[str, str, Runs, int] | None:
+            with self._lock:
+                dirty, _ = self.edited(thread_id, checkpoint_ns, "")
+                for channel in self._channels.get((thread_id, checkpoint_ns), ()):
+                    entry = self._lru.get((thread_id, checkpoint_ns, channel))
+                    if not isinstance(entry, _List):
+                        continue
+                    gens = [entry.written] + (entry.reads if in_run else [])
+                    for known in gens:
+                        if known and known.elements and known.extended_by(value, dirty):
+                            shared = len(known.elements)
+                            return channel, known.epoch, known.runs, shared
+            return None
+
+        return find
+
+    def _ingest(
+        self,
+        log: _Log,
+        runs: Runs,
+        items: Sequence[Typed],
+        held: int,
+        load: Callable[[Typed], Any] | None = None,
+    ) -> None:
         """Decode and keep every element of `items` not kept yet (found with a
         C-level search, so a read of a long list costs what is new)."""
         end = max((stop for _, stop in runs), default=0)
@@ -385,7 +459,7 @@ class SaverCache:
             p = kinds.find(MISSING, mid, stop)
             while p >= 0:
                 item = items[offset + p - mid]
-                kind, value = self.codec.ingest(item)
+                kind, value = self.codec.ingest(item, load)
                 size = len(item[1])
                 kinds[p], kept[p] = kind, value
                 log.sized(p, size)
@@ -607,13 +681,26 @@ class SaverCache:
 
     # -- forgetting ----------------------------------------------------------------
 
+    def _drop_channel(self, key: tuple[str, ...]) -> None:
+        scope = (key[0], key[1])
+        channels = self._channels.get(scope)
+        if channels is not None:
+            channels.discard(key[2])
+            if not channels:
+                del self._channels[scope]
+
     def forget_thread(self, thread_id: str) -> None:
         """Drop the thread's list generations and edited marks (after it was
         deleted or rewritten). Its element logs stay: epochs are never reused."""
         with self._lock:
-            for key in [k for k, e in self._lru.items() if k[0] == thread_id]:
-                if isinstance(self._lru[key], _List):
-                    self.used -= self._lru.pop(key).nbytes
+            scopes = [s for s in self._channels if s[0] == thread_id]
+            for scope in scopes:
+                for channel in list(self._channels.get(scope, ())):
+                    key = (*scope, channel)
+                    entry = self._lru.get(key)
+                    if isinstance(entry, _List):
+                        self.used -= self._lru.pop(key).nbytes
+                    self._drop_channel(key)
             for scope in [s for s in self._edited if s[0] == thread_id]:
                 del self._edited[scope]
 
@@ -622,6 +709,7 @@ class SaverCache:
         with self._lock:
             self._lru.clear()
             self._epochs.clear()
+            self._channels.clear()
             self._edited.clear()
             self.used = 0
 

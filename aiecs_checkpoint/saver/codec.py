@@ -30,8 +30,10 @@ from aiecs_checkpoint.errors import (
     InvalidThreadIdError,
     SerializationError,
 )
+from aiecs_checkpoint.saver import sends
 from aiecs_checkpoint.saver.cache import Known, ListKey, SaverCache
 from aiecs_checkpoint.saver.index import IndexKey, metadata_index
+from aiecs_checkpoint.stores import refs
 from aiecs_checkpoint.stores.records import (
     EMPTY_TYPE,
     RECORD_CHANNEL,
@@ -230,6 +232,10 @@ def encode_put(
     # A run with LangGraph's default durability saves checkpoints in the
     # background: see `SaverCache.candidates`.
     background = RUNTIME_KEY in conf and conf.get(DURABILITY_KEY) in (None, "async")
+    in_run = RUNTIME_KEY in conf
+    match = (
+        cache.match(target.thread_id, target.checkpoint_ns, in_run) if cache else None
+    )
     dirty, predating = (
         cache.edited(target.thread_id, target.checkpoint_ns, cid)
         if cache
@@ -248,7 +254,7 @@ def encode_put(
             key = (target.thread_id, target.checkpoint_ns, ch)
             gens = cache.candidates(key, manual, background) if cache else []
             write, bases[ch] = plan_list(
-                serde, cache, key, gens, (dirty, predating), value
+                serde, cache, key, gens, (dirty, predating), value, match
             )
             values[ch] = (version, write)
             lists[ch] = value
@@ -271,11 +277,23 @@ def encode_put(
 
 
 def _items(
-    serde: SerializerProtocol, channel: str, value: list[Any], indexes: Iterable[int]
+    serde: SerializerProtocol,
+    channel: str,
+    value: list[Any],
+    indexes: Iterable[int],
+    match: sends.Match | None,
 ) -> tuple[Typed, ...]:
-    return tuple(
-        dumps(serde, value[i], f"channel {channel!r} item {i}") for i in indexes
-    )
+    what = f"channel {channel!r} item"
+    return tuple(dump_shared(serde, value[i], f"{what} {i}", match) for i in indexes)
+
+
+def dump_shared(
+    serde: SerializerProtocol, value: Any, what: str, match: sends.Match | None
+) -> Typed:
+    """`dumps`, as a ref value when `value` is a `Send` repeating stored lists."""
+    cut, found = sends.split(value, match) if match is not None else (value, [])
+    typed = dumps(serde, cut, what)
+    return refs.wrap(typed, found) if found else typed
 
 
 def plan_list(
@@ -285,6 +303,7 @@ def plan_list(
     gens: list[tuple[Known, bool]],
     edited: tuple[set[int], set[int]],
     value: list[Any],
+    match: sends.Match | None = None,
 ) -> tuple[ListWrite, Known | None]:
     """Serialize only the elements not already stored; also returns the
     generation whose objects are the list's head, if one is.
@@ -309,7 +328,7 @@ def plan_list(
                 s or id(v) in predating for s, v in zip(same, head, strict=True)
             ):
                 break
-        new_items = _items(serde, channel, value, range(n, len(value)))
+        new_items = _items(serde, channel, value, range(n, len(value)), match)
         fresh = len(new_items)
         runs = known.slot_runs
         write = ListWrite(
@@ -325,7 +344,7 @@ def plan_list(
         if position is not None:
             slots.append(position)
         else:
-            items += _items(serde, channel, value, (i,))
+            items += _items(serde, channel, value, (i,), match)
             slots.append(-len(items))
     reused = len(items) < len(value)
     epoch = _best(gens, value)[0].epoch if reused else None
@@ -403,15 +422,21 @@ def encode_writes(
     writes: Sequence[tuple[str, Any]],
     task_id: str,
     task_path: str,
+    cache: SaverCache | None = None,
 ) -> tuple[Target, list[WriteRow]]:
-    """Serialize a task's writes, all of them before anything is stored."""
+    """Serialize a task's writes, all of them before anything is stored; a
+    `Send` repeating a stored list refers to it (`saver.sends`)."""
     target = parse_config(config, need_id=True)
+    in_run = RUNTIME_KEY in (config.get("configurable") or {})
+    match = (
+        cache.match(target.thread_id, target.checkpoint_ns, in_run) if cache else None
+    )
     rows = [
         WriteRow(
             task_id=task_id,
             idx=write_idx(channel, i),
             channel=channel,
-            value=dumps(serde, value, f"write to channel {channel!r}"),
+            value=dump_shared(serde, value, f"write to channel {channel!r}", match),
             task_path=task_path,
         )
         for i, (channel, value) in enumerate(writes)
@@ -427,12 +452,35 @@ class Decoder:
         self.serde = serde
         self.cache = cache
 
+    def load(self, thread_id: str, checkpoint_ns: str, value: Typed) -> Any:
+        """A stored value, its shared lists put back (`saver.sends`); raises
+        `MissingElements` when the elements they point at are not kept here."""
+        if not refs.is_ref(value):
+            return self.serde.loads_typed(value)
+        inner, found = refs.unwrap(value)
+        decoded = self.serde.loads_typed(inner)
+        parts = [
+            (
+                r,
+                self.cache.shared(
+                    (thread_id, checkpoint_ns, r.channel), r.epoch, r.runs
+                ),
+            )
+            for r in found
+        ]
+        return sends.join(decoded, parts)
+
     def value(self, key: ListKey, resolved: ResolvedValue) -> Any:
         """A channel value; list elements come from the cache, copied."""
         if not isinstance(resolved, ListItems):
             return self.serde.loads_typed(resolved)
         return self.cache.read_list(
-            key, resolved.epoch, resolved.runs, resolved.items, resolved.held
+            key,
+            resolved.epoch,
+            resolved.runs,
+            resolved.items,
+            resolved.held,
+            lambda item: self.load(key[0], key[1], item),
         )
 
     def metadata(self, stored: StoredTuple) -> CheckpointMetadata:
@@ -459,13 +507,20 @@ class Decoder:
                 else None
             ),
             pending_writes=self.writes(
-                [w for w in stored.writes if w.channel != RECORD_CHANNEL]
+                row.thread_id,
+                row.checkpoint_ns,
+                [w for w in stored.writes if w.channel != RECORD_CHANNEL],
             ),
         )
 
-    def writes(self, rows: Sequence[WriteRow]) -> list[PendingWrite]:
+    def writes(
+        self, thread_id: str, checkpoint_ns: str, rows: Sequence[WriteRow]
+    ) -> list[PendingWrite]:
         """Pending writes, in the order the store returned them."""
-        return [(w.task_id, w.channel, self.serde.loads_typed(w.value)) for w in rows]
+        return [
+            (w.task_id, w.channel, self.load(thread_id, checkpoint_ns, w.value))
+            for w in rows
+        ]
 
     def delta_history(
         self, target: Target, history: DeltaHistory | None, channels: Sequence[str]
@@ -473,8 +528,9 @@ class Decoder:
         """The `get_delta_channel_history` result for every requested channel."""
         out: dict[str, DeltaChannelHistory] = {}
         for ch in channels:
+            rows = history.writes.get(ch, []) if history else []
             entry: DeltaChannelHistory = {
-                "writes": self.writes(history.writes.get(ch, [])) if history else []
+                "writes": self.writes(target.thread_id, target.checkpoint_ns, rows)
             }
             if history is not None and ch in history.seeds:
                 key = (target.thread_id, target.checkpoint_ns, ch)

@@ -35,7 +35,7 @@ import decimal
 import enum
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ormsgpack
@@ -44,6 +44,7 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
 
+from aiecs_checkpoint.stores import refs
 from aiecs_checkpoint.stores.records import Typed
 
 MISSING = 0
@@ -242,10 +243,15 @@ class ElementCodec:
         self._inner = inner
         self._plain = isinstance(inner, JsonPlusSerializer)
 
-    def ingest(self, item: Typed) -> tuple[int, Any]:
+    def ingest(
+        self, item: Typed, load: Callable[[Typed], Any] | None = None
+    ) -> tuple[int, Any]:
         """Decode an element and choose how to keep it: (SHARED, an immutable
         value), (FLAT, a dict of immutable values: copied shallowly), (PLAIN,
-        its plaintext msgpack) or (OBJECT, value)."""
+        its plaintext msgpack) or (OBJECT, value). `load` decodes a ref value
+        (`stores.refs`: an element that points into another log)."""
+        if load is not None and refs.is_ref(item):
+            return OBJECT, load(item)
         value = self.serde.loads_typed(item)
         kind = type(value)
         if kind in _IMMUTABLE:

@@ -12,8 +12,9 @@ again whole, the only extra round trip.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -22,11 +23,18 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
 )
 
+from aiecs_checkpoint.errors import StoreError
 from aiecs_checkpoint.saver.cache import OmittedElement
 from aiecs_checkpoint.saver.codec import list_scope, matches, parse_config
 from aiecs_checkpoint.saver.context import SaverContext
+from aiecs_checkpoint.saver.sends import MissingElements
 from aiecs_checkpoint.stores.ops import Emit, Op, Stream, advance
 from aiecs_checkpoint.stores.records import Held, StoredTuple
+
+T = TypeVar("T")
+
+FETCHES = 4
+"""Rounds of fetching elements ref values point at before giving up."""
 
 
 class Reads:
@@ -34,6 +42,30 @@ class Reads:
 
     def __init__(self, ctx: SaverContext) -> None:
         self.ctx = ctx
+
+    def _decoded(self, decode: Callable[[], T]) -> Op[T]:
+        """`decode()`; when a ref value points at log elements this process does
+        not keep (`saver.sends`), they are fetched and decoding is retried."""
+        for _ in range(FETCHES):
+            try:
+                return decode()
+            except MissingElements as missing:
+                thread_id, ns, channel = missing.key
+                store = self.ctx.engine.checkpoints
+                items = yield from store.log_items(
+                    thread_id, ns, channel, missing.epoch, missing.runs
+                )
+                load = functools.partial(self.ctx.decoder.load, thread_id, ns)
+                self.ctx.cache.add_items(
+                    missing.key, missing.epoch, missing.runs, items, load
+                )
+        try:
+            return decode()
+        except MissingElements as missing:
+            raise StoreError(
+                f"stored elements {missing.runs} of log {missing.epoch} of "
+                f"{missing.key} are gone although a stored value points at them"
+            ) from missing
 
     def get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
         """The checkpoint named by the config, or the latest: O(1) either way."""
@@ -51,11 +83,14 @@ class Reads:
             if stored is None:
                 return None
             try:
-                return self.ctx.decoder.tuple(stored)
+                return (yield from self._tuple(stored))
             except OmittedElement:
                 pass
         stored = yield from store.get(t.thread_id, t.checkpoint_ns, t.checkpoint_id)
-        return self.ctx.decoder.tuple(stored) if stored is not None else None
+        return (yield from self._tuple(stored)) if stored is not None else None
+
+    def _tuple(self, stored: StoredTuple) -> Op[CheckpointTuple]:
+        return (yield from self._decoded(lambda: self.ctx.decoder.tuple(stored)))
 
     def list(
         self,
@@ -79,7 +114,8 @@ class Reads:
                 if not found:
                     return
                 try:
-                    tup = self._accept(stored, only_id, filter)
+                    accept = functools.partial(self._accept, stored, only_id, filter)
+                    tup = yield from self._decoded(accept)
                 except OmittedElement:
                     tup = yield from self._refetch(stored)
                 if tup is None:
@@ -133,7 +169,11 @@ class Reads:
         history = yield from self.ctx.engine.checkpoints.delta_history(
             t.thread_id, t.checkpoint_ns, t.checkpoint_id, channels
         )
-        return self.ctx.decoder.delta_history(t, history, channels)
+        return (
+            yield from self._decoded(
+                lambda: self.ctx.decoder.delta_history(t, history, channels)
+            )
+        )
 
 
 __all__ = ["Reads"]

@@ -95,7 +95,9 @@ class Writes:
         """Store a task's writes (special writes overwrite, regular are first-wins)
         with the task's buffered records."""
         ctx = self.ctx
-        t, rows = encode_writes(ctx.serde, config, writes, task_id, task_path)
+        t, rows = encode_writes(
+            ctx.serde, config, writes, task_id, task_path, ctx.cache
+        )
         note_written(ctx.cache, t, writes)
         assert t.checkpoint_id is not None
         taken = ctx.records.take(t.thread_id, task_id)

@@ -28,6 +28,7 @@ from aiecs_checkpoint.stores.records import (
     Held,
     IndexQuery,
     ListValue,
+    Runs,
     StoredTuple,
     Typed,
     ValueWrite,
@@ -91,6 +92,14 @@ class CheckpointStore(Protocol):
         self, thread_id: str, ns: str, cid: str | None, channels: Sequence[str]
     ) -> Op[DeltaHistory | None]:
         """Walk the checkpoint's parent chain once for all `channels`."""
+        ...
+
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """The serialized elements at `runs` of an element log (what a ref
+        value points at, `stores.refs`); positions no longer stored are left
+        out."""
         ...
 
     def delete_thread(self, thread_id: str) -> Op[None]:

@@ -23,18 +23,21 @@ import bisect
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from aiecs_checkpoint.stores import refs
 from aiecs_checkpoint.stores.records import (
     RECORD_CHANNEL,
     CheckpointRow,
+    DeltaEntry,
     DeltaHistory,
     Held,
     ListItems,
     ListValue,
     ListWrite,
     ResolvedValue,
+    Runs,
     StaleListBase,
     StoredTuple,
     StoredValue,
@@ -245,7 +248,12 @@ def drop_run_records(ns: Namespace, run_keys: set[str]) -> None:
 
 
 def collect_garbage(ns: Namespace) -> None:
-    """Drop values and writes no checkpoint references; compact element logs."""
+    """Drop values and writes no checkpoint references; compact element logs.
+
+    A log position is live when a stored list value holds it or a ref value
+    (`stores.refs`) points at it, from a write, a delta base, or a live element
+    of another log; refs are remapped with the positions they point at.
+    """
     live = {(ch, v) for r in ns.rows.values() for ch, v in r.versions.items()}
     ns.values = {k: v for k, v in ns.values.items() if k in live}
     ns.writes = {k: v for k, v in ns.writes.items() if k in ns.rows}
@@ -253,6 +261,7 @@ def collect_garbage(ns: Namespace) -> None:
     for (ch, _), v in ns.values.items():
         if isinstance(v, ListValue):
             used.setdefault((ch, v.epoch), set()).update(expand_runs(v.runs))
+    _mark_refs(ns, used)
     remap: dict[tuple[str, str], tuple[str, dict[int, int]]] = {}
     logs: dict[tuple[str, str], list[Typed]] = {}
     for (ch, epoch), positions in used.items():
@@ -276,6 +285,67 @@ def collect_garbage(ns: Namespace) -> None:
             epochs[ch] = current
     ns.logs = logs
     ns.epochs = epochs
+    if remap:
+
+        def moved(channel: str, epoch: str, runs: Runs) -> tuple[str, Runs]:
+            if (channel, epoch) not in remap:
+                return epoch, runs
+            fresh, pos = remap[(channel, epoch)]
+            return fresh, compress_positions(pos[p] for p in expand_runs(runs))
+
+        _remap_refs(ns, moved)
+
+
+def _ref_sources(ns: Namespace) -> list[Typed]:
+    """Values of writes and delta bases (where ref values can be)."""
+    out = [w.value for by in ns.writes.values() for w in by.values()]
+    for row in ns.rows.values():
+        for entry in row.delta_base.values():
+            out += [w.value for w in entry.writes]
+            if isinstance(entry.seed, ListItems):
+                out += entry.seed.items
+    return out
+
+
+def _mark_refs(ns: Namespace, used: dict[tuple[str, str], set[int]]) -> None:
+    """Add to `used` every log position a live ref value points at."""
+    pending = list(refs.uses(_ref_sources(ns)))
+    for (ch, epoch), positions in list(used.items()):
+        log = ns.logs.get((ch, epoch), [])
+        pending += refs.uses(log[p] for p in positions if p < len(log))
+    while pending:
+        ch, epoch, runs = pending.pop()
+        found = ns.logs.get((ch, epoch))
+        if found is None:
+            continue
+        log = found
+        mine = used.setdefault((ch, epoch), set())
+        new = [p for p in expand_runs(runs) if p not in mine and p < len(log)]
+        mine.update(new)
+        pending += refs.uses(log[p] for p in new)
+
+
+def _remap_refs(ns: Namespace, moved: refs.Remap) -> None:
+    """Point every ref value of the namespace where `moved` says."""
+    for by in ns.writes.values():
+        for task_idx, w in by.items():
+            if refs.is_ref(w.value):
+                remapped = refs.remap(w.value, moved)
+                by[task_idx] = dataclasses.replace(w, value=remapped)
+    for log_key, log in ns.logs.items():
+        if any(refs.is_ref(item) for item in log):
+            ns.logs[log_key] = [refs.remap(item, moved) for item in log]
+    for row in ns.rows.values():
+        for ch, entry in list(row.delta_base.items()):
+            seed = entry.seed
+            if isinstance(seed, ListItems):
+                items = tuple(refs.remap(i, moved) for i in seed.items)
+                seed = ListItems(seed.epoch, seed.runs, items, seed.held)
+            writes = tuple(
+                dataclasses.replace(w, value=refs.remap(w.value, moved))
+                for w in entry.writes
+            )
+            row.delta_base[ch] = DeltaEntry(seed=seed, writes=writes)
 
 
 def copy_into(src: Thread, dst: Thread, target_thread: str) -> list[CheckpointRow]:
@@ -289,36 +359,70 @@ def copy_into(src: Thread, dst: Thread, target_thread: str) -> list[CheckpointRo
     """
     added: list[CheckpointRow] = []
     for name, s in src.items():
-        d = dst.setdefault(name, Namespace())
-        renamed: dict[tuple[str, str], str] = {}
-        for (ch, epoch), log in s.logs.items():
-            mine = d.logs.get((ch, epoch))
-            if mine is None:
-                d.logs[(ch, epoch)] = list(log)
-            elif mine == log[: len(mine)]:
-                mine.extend(log[len(mine) :])
-            elif log != mine[: len(log)]:
-                fresh = random_id()
-                d.logs[(ch, fresh)] = list(log)
-                renamed[(ch, epoch)] = fresh
-        for cid in s.ids:
-            row = dataclasses.replace(s.rows[cid], thread_id=target_thread)
-            if renamed:
-                row.delta_base = {
-                    ch: dataclasses.replace(e, seed=_renamed(ch, e.seed, renamed))
-                    for ch, e in row.delta_base.items()
-                }
-            insert_row(d, row)
-            added.append(row)
-        for cid, ws in s.writes.items():
-            d.writes.setdefault(cid, {}).update(ws)
-        for (ch, version), v in s.values.items():
-            if isinstance(v, ListValue) and (ch, v.epoch) in renamed:
-                v = ListValue(renamed[(ch, v.epoch)], v.runs)
-            d.values[(ch, version)] = v
-        for ch, epoch in s.epochs.items():
-            d.epochs.setdefault(ch, renamed.get((ch, epoch), epoch))
+        added += _copy_namespace(s, dst.setdefault(name, Namespace()), target_thread)
     return added
+
+
+def _copy_namespace(
+    s: Namespace, d: Namespace, target_thread: str
+) -> list[CheckpointRow]:
+    """`copy_into` for one namespace."""
+    renamed: dict[tuple[str, str], str] = {}
+    for (ch, epoch), log in s.logs.items():
+        mine = d.logs.get((ch, epoch))
+        if mine is not None and mine != log[: len(mine)]:
+            if log != mine[: len(log)]:
+                renamed[(ch, epoch)] = random_id()
+
+    def moved(channel: str, epoch: str, runs: Runs) -> tuple[str, Runs]:
+        return renamed.get((channel, epoch), epoch), runs
+
+    def copied(value: Typed) -> Typed:
+        return refs.remap(value, moved) if renamed else value
+
+    for (ch, epoch), log in s.logs.items():
+        mine = d.logs.get((ch, epoch))
+        if (ch, epoch) in renamed:
+            d.logs[(ch, renamed[(ch, epoch)])] = [copied(i) for i in log]
+        elif mine is None:
+            d.logs[(ch, epoch)] = [copied(i) for i in log]
+        elif len(log) > len(mine):
+            mine.extend(copied(i) for i in log[len(mine) :])
+    added: list[CheckpointRow] = []
+    for cid in s.ids:
+        row = dataclasses.replace(s.rows[cid], thread_id=target_thread)
+        if renamed:
+            row.delta_base = {
+                ch: _copied_entry(ch, e, renamed, copied)
+                for ch, e in row.delta_base.items()
+            }
+        insert_row(d, row)
+        added.append(row)
+    for cid, ws in s.writes.items():
+        d.writes.setdefault(cid, {}).update(
+            {k: dataclasses.replace(w, value=copied(w.value)) for k, w in ws.items()}
+        )
+    for (ch, version), v in s.values.items():
+        if isinstance(v, ListValue) and (ch, v.epoch) in renamed:
+            v = ListValue(renamed[(ch, v.epoch)], v.runs)
+        d.values[(ch, version)] = v
+    for ch, epoch in s.epochs.items():
+        d.epochs.setdefault(ch, renamed.get((ch, epoch), epoch))
+    return added
+
+
+def _copied_entry(
+    channel: str,
+    entry: DeltaEntry,
+    renamed: dict[tuple[str, str], str],
+    copied: Callable[[Typed], Typed],
+) -> DeltaEntry:
+    """A delta base entry copied where logs were renamed."""
+    seed = _renamed(channel, entry.seed, renamed)
+    if isinstance(seed, ListItems):
+        seed = ListItems(seed.epoch, seed.runs, tuple(map(copied, seed.items)))
+    writes = tuple(dataclasses.replace(w, value=copied(w.value)) for w in entry.writes)
+    return DeltaEntry(seed=seed, writes=writes)
 
 
 def _renamed(

@@ -56,7 +56,9 @@ from aiecs_checkpoint.stores.records import (
     DeltaHistory,
     Held,
     ListValue,
+    Runs,
     StoredTuple,
+    Typed,
     ValueWrite,
     Version,
     WriteRow,
@@ -311,6 +313,12 @@ class ArchivedStore:
         if found is None and (yield from self._lost(thread_id)):
             found = yield from self.hot.delta_history(*args)
         return found
+
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """From the hot store (the ref values pointing there came from it)."""
+        return (yield from self.hot.log_items(thread_id, ns, channel, epoch, runs))
 
     def delete_thread(self, thread_id: str) -> Op[None]:
         us, at = _stamp()

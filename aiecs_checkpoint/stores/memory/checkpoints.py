@@ -48,6 +48,7 @@ from aiecs_checkpoint.stores.records import (
     Held,
     IndexQuery,
     ListValue,
+    Runs,
     StoredTuple,
     Typed,
     ValueWrite,
@@ -199,6 +200,19 @@ class MemoryStore:
                 return None
             target = space.rows.get(cid or space.ids[-1])
             return None if target is None else model.walk(space, target, channels)
+
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """The serialized elements at `runs` of an element log."""
+        yield from NO_IO
+        with self._lock:
+            space = self._ns(thread_id, ns)
+            log = space.logs.get((channel, epoch), []) if space else []
+            out: builtins.list[Typed] = []
+            for start, stop in runs:
+                out += log[start:stop]
+            return out
 
     # -- deleting and copying --------------------------------------------------
 

@@ -41,8 +41,10 @@ from aiecs_checkpoint.stores.records import (
     ListItems,
     ListValue,
     ResolvedValue,
+    Runs,
     StaleListBase,
     StoredTuple,
+    Typed,
     ValueWrite,
     Version,
     WriteRow,
@@ -370,6 +372,15 @@ class RedisCheckpointStore:
                     v.epoch, v.runs, tuple(E.unpack_item(i) for i in got)
                 )
         return history
+
+    def log_items(
+        self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
+    ) -> Op[builtins.list[Typed]]:
+        """The serialized elements at `runs` of an element log: one call."""
+        tk = self.keys.thread(thread_id)
+        req = [[epoch, [list(r) for r in runs]]]
+        reply = yield Call("ranges", [tk.ids], [ormsgpack.packb(req), tk.log_prefix])
+        return [E.unpack_item(i) for i in reply[0]] if reply else []
 
     # -- history rewrites: dump, transform with `model`, replace --------------------
 
