@@ -370,7 +370,7 @@ class MemoryStore:
 
     # -- thread index (filtered thread listing) --------------------------------
 
-    def _entries_of(self, thread_id: str) -> list[list[tuple[int, str]]]:
+    def _entries_of(self, thread_id: str) -> builtins.list[builtins.list[ThreadKey]]:
         return [self._ix[e] for e in self._ix_of.get(thread_id, ())]
 
     def _reindex(self, thread_id: str) -> None:
@@ -400,7 +400,9 @@ class MemoryStore:
                 _insert(listed, (ms, thread_id))
         self._ix_of[thread_id] = entries
 
-    def _sources(self, query: IndexQuery | None) -> list[list[tuple[int, str]]]:
+    def _sources(
+        self, query: IndexQuery | None
+    ) -> builtins.list[builtins.list[ThreadKey]]:
         """The sorted lists a page walks: every thread, or the smallest option
         of the query plus the entries of rows indexed under other keys."""
         if query is None:
