@@ -62,6 +62,10 @@ from aiecs_checkpoint.stores.redis import layout as L
 from aiecs_checkpoint.stores.redis.client import Call, RedisSettings
 from aiecs_checkpoint.stores.thread_model import restored_activity_ms
 
+BUILT = "#built"
+"""Member of `ixkeys` saying every registered thread has been indexed (threads
+written before the index existed were added once, by `_backfill`)."""
+
 PAGE = 32
 """Checkpoints fetched per list round trip."""
 
@@ -342,9 +346,28 @@ class RedisCheckpointStore:
                 n = yield Call(None, [self.keys.ix(e)], [], command="ZCARD")
                 sizes[e] = int(n)
             best = min(query.options, key=lambda o: sum(sizes[e] for e in o))
-        kinds = yield Call(None, [self.keys.ix_keys], [], command="SMEMBERS")
-        others = {k for k in _texts(kinds) if k != query.key_id}
+        kinds = set(
+            _texts((yield Call(None, [self.keys.ix_keys], [], command="SMEMBERS")))
+        )
+        if BUILT not in kinds:
+            yield from self._backfill()
+            return (yield from self._index_sources(query))
+        others = {k for k in kinds if k != query.key_id and k != BUILT}
         return sorted(set(best) | others)
+
+    def _backfill(self) -> Op[None]:
+        """Index every registered thread once (a store written before the index
+        existed: its rows join the `#?` entry, visited by every filter, until
+        the thread is written again); then mark the index built."""
+        cursor = 0
+        while True:
+            threads = yield from self.threads(cursor, 500)
+            for t in threads:
+                yield from self._sync_index(t)
+            if len(threads) < 500:
+                break
+            cursor += 500
+        yield Call(None, [self.keys.ix_keys], [BUILT], command="SADD")
 
     def _index_page(
         self, entries: Sequence[str], before: tuple[int, str] | None, limit: int

@@ -39,7 +39,10 @@ Redis Cluster slot and every script below is valid on a cluster):
 |                      |      | digest of one indexed metadata (key, value), or a key |
 |                      |      | id (`#p`, `#k...`; `#?`: rows older than the index)   |
 | `P:ixkeys`           | set  | the key-id entries in use (a filtered listing also    |
-|                      |      | visits the threads indexed under another key)         |
+|                      |      | visits the threads indexed under another key), and    |
+|                      |      | `#built` once every registered thread was indexed:    |
+|                      |      | the first filtered listing of a store written before  |
+|                      |      | the index existed indexes its threads once            |
 | `P:ixsecret`         | str  | the index secret, serialized (so encrypted under      |
 |                      |      | `EncryptedSerializer`); unused with a plain serializer|
 
