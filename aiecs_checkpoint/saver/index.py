@@ -40,7 +40,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -65,12 +65,24 @@ _NEVER_SCALAR = (list, tuple, dict, set, frozenset, bytes, bytearray)
 """Types whose values never equal a str, int, float, bool or None."""
 
 
+_EXACT = frozenset({str, int, float, bool, type(None)})
+"""Value types whose (type, value) identifies the canonical form (a cache key)."""
+
+_CACHE_SIZE = 4096
+"""Metadata shapes whose entries an `IndexKey` keeps (then it starts afresh)."""
+
+
 @dataclass(frozen=True, slots=True)
 class IndexKey:
     """The secret digests are made with, and its id (stored with each row)."""
 
     key_id: str
     secret: bytes
+    cache: dict[tuple[Any, ...], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+    """`metadata_index` results by the metadata's indexed (key, type, value)s:
+    a thread's puts repeat the same user and config, so hashing is skipped."""
 
     @classmethod
     def of(cls, secret: bytes) -> IndexKey:
@@ -111,23 +123,38 @@ def canonical(value: object) -> bytes | None:
     return None
 
 
-def _may_equal_a_scalar(value: object) -> bool:
-    return not isinstance(value, _NEVER_SCALAR)
+def _odd_form(value: object) -> bytes | None:
+    """The form of a value of another type than `_EXACT`: its canonical form
+    (a subclass of one), `_ANY` (may equal a scalar), or None (never does)."""
+    if isinstance(value, _NEVER_SCALAR):
+        return None
+    form = canonical(value)
+    return _ANY if form is None else form
 
 
 def metadata_index(key: IndexKey, metadata: Mapping[str, Any]) -> tuple[str, ...]:
     """The index entries of a checkpoint's metadata: the key id, then one
     digest per indexed pair (sorted, so equal metadata gives equal entries)."""
+    signature = tuple(
+        [
+            (n, t, v) if (t := type(v)) in _EXACT else (n, bytes, _odd_form(v))
+            for n, v in metadata.items()
+            if n not in NOT_INDEXED
+        ]
+    )
+    found = key.cache.get(signature)
+    if found is not None:
+        return found
     entries = {key.key_id}
-    for name, value in metadata.items():
-        if type(name) is not str or name in NOT_INDEXED:
-            continue
-        form = canonical(value)
-        if form is not None:
+    for name, kind, value in signature:
+        form = value if kind is bytes else canonical(value)
+        if type(name) is str and form is not None:
             entries.add(key.digest(name, form))
-        elif _may_equal_a_scalar(value):
-            entries.add(key.digest(name, _ANY))
-    return tuple(sorted(entries))
+    result = tuple(sorted(entries))
+    if len(key.cache) >= _CACHE_SIZE:
+        key.cache.clear()
+    key.cache[signature] = result
+    return result
 
 
 def index_query(key: IndexKey, filter: Mapping[str, Any] | None) -> IndexQuery | None:

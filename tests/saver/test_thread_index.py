@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -187,3 +188,32 @@ def test_expired_threads_are_never_listed_and_leave_the_index_once_met(
         put(saver, "gone1", md("u0", "r"))  # written again: indexed again
         assert ids(saver.list_threads({"user_id": "u0"})) == ["gone1", "live"]
         assert indexed(saver, "user_id", "u0") == {"live", "gone1"}
+
+
+def test_indexed_filters_match_exactly_the_values_equal_to_the_filters(
+    store_name: str,
+) -> None:
+    values: dict[str, Any] = {
+        "int": 1,
+        "true": True,
+        "float": 1.0,
+        "text": "1",
+        "decimal": Decimal(1),
+        "other": 2,
+        "none": None,
+        "list": [1],
+    }
+    with make_sync_saver(store_name) as saver:
+        for name, value in values.items():
+            put(saver, name, {"step": 0, "k": value})
+            tick()
+        put(saver, "missing", {"step": 0})
+        everything = [i for p in walk(saver, 100) for i in p]
+        for wanted in (1, True, 1.5, "1", None, 2, Decimal(2)):
+            expected = [
+                i.thread_id
+                for i in everything
+                if "k" in i.metadata and i.metadata["k"] == wanted
+            ]
+            got = [t for p in walk(saver, 2, {"k": wanted}) for t in ids(p)]
+            assert got == expected, wanted
