@@ -32,6 +32,19 @@ Redis Cluster slot and every script below is valid on a cluster):
 |                      |      | reads each listed thread's latest row and `gone`      |
 |                      |      | (`HEADS`)                                             |
 | `P:run:{R}`          | set  | thread ids that hold checkpoints of run digest R      |
+| `P:{T}:ix`           | set  | the thread-index entries E of the thread's latest row |
+|                      |      | (`saver.index`); no TTL, like `cpruns`                |
+| `P:ix:{E}`           | zset | thread id -> activity ms (the registry's score) of    |
+|                      |      | every thread whose latest row has index entry E: a    |
+|                      |      | digest of one indexed metadata (key, value), or a key |
+|                      |      | id (`#p`, `#k...`; `#?`: rows older than the index)   |
+| `P:ixkeys`           | set  | the key-id entries in use (a filtered listing also    |
+|                      |      | visits the threads indexed under another key), and    |
+|                      |      | `#built` once every registered thread was indexed:    |
+|                      |      | the first filtered listing of a store written before  |
+|                      |      | the index existed indexes its threads once            |
+| `P:ixsecret`         | str  | the index secret, serialized (so encrypted under      |
+|                      |      | `EncryptedSerializer`); unused with a plain serializer|
 
 (`ns` and `ch` are percent-encoded too.) Values are the serializer's bytes: no
 user value or metadata is stored in plaintext under `EncryptedSerializer` (what
@@ -49,6 +62,23 @@ checkpoints: the reaper (`REAP`, `UNLIST`, `ALIVE`) then removes it from the
 registry and from every run index `cpruns` names, and restores the entries
 of a thread written again meanwhile. Hot paths are unchanged: a put is still
 one script call (plus the global indexes' calls on a cluster).
+
+The thread index (filtered `list_threads`) is kept like the registry. A put
+makes `P:{T}:ix` the entries of the thread's latest row (in its script) and
+moves the thread to now in each entry's `P:ix:{E}`: inside the script on a
+standalone server (the row's entries are known before the call, so they are
+declared keys; entries it leaves are returned and removed by one more call),
+with one ZADD per entry on a cluster, where each entry has its own slot.
+Delete, prune, copy, delete_for_runs, import and the reaper run `IXSYNC`
+(the thread's `ix` set from its latest row, in its slot), then move the
+entries (`IXMOVE`: one call standalone, one per entry on a cluster) at the
+registry's score, and check `ix` again, so a put that raced in keeps its
+entries. A filtered page reads `P:ixkeys`, the entries of the filter's pairs
+(`IXRECENT`), then the rows of the threads found; an entry that names a
+thread whose latest row lacks it (a lost race) or that expired is removed
+there. So a filter that matches nothing costs the same few calls whatever the
+number of threads. An expired thread keeps its entries until a listing meets
+it, exactly as it keeps its registry entry.
 
 A put retried after a timeout (its first attempt may still run once the
 server reads it) finds its row stored byte for byte and changes nothing
@@ -156,6 +186,7 @@ class ThreadKeys:
     log_prefix: str
     gone: str
     runs: str
+    ix: str
 
     @property
     def script_keys(self) -> list[str]:
@@ -168,6 +199,8 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.threads = f"{prefix}:threads"
+        self.ix_keys = f"{prefix}:ixkeys"
+        self.ix_secret = f"{prefix}:ixsecret"
 
     def thread(self, thread_id: str) -> ThreadKeys:
         base = f"{self.prefix}:{{{enc(thread_id)}}}"
@@ -182,10 +215,15 @@ class Keys:
             log_prefix=f"{base}:log:",
             gone=f"{base}:gone",
             runs=f"{base}:cpruns",
+            ix=f"{base}:ix",
         )
 
     def run(self, run_key: str) -> str:
         return f"{self.prefix}:run:{{{run_key}}}"
+
+    def ix(self, entry: str) -> str:
+        """The index of thread-index entry `entry` (its own hash tag)."""
+        return f"{self.prefix}:ix:{{{entry}}}"
 
 
 # -- values, reads and whole threads ---------------------------------------------
