@@ -100,6 +100,10 @@ class MemoryStore:
         self._ttl_s = ttl_ms / 1000
         self._refresh_on_read = refresh_on_read and ttl_ms > 0
         self._deadlines: OrderedDict[str, float] = OrderedDict()
+        self._ix_of: dict[str, tuple[str, ...]] = {}
+        self._ix: dict[str, list[tuple[int, str]]] = {}
+        self._key_entries: set[str] = set()
+        self._secret: Typed | None = None
 
     # -- TTL -------------------------------------------------------------------
 
@@ -125,10 +129,6 @@ class MemoryStore:
                 if deadline > now:
                     break
                 self._delete_thread(thread_id)
-        self._ix_of: dict[str, tuple[str, ...]] = {}
-        self._ix: dict[str, list[tuple[int, str]]] = {}
-        self._key_entries: set[str] = set()
-        self._secret: Typed | None = None
 
     def _namespace(self, thread_id: str, checkpoint_ns: str) -> model.Namespace:
         thread = self._threads.setdefault(thread_id, {})
