@@ -9,7 +9,6 @@ engine's serializer, so round trips are lossless and encryption covers it.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -36,7 +35,7 @@ from aiecs_checkpoint.stores.domain_records import (
     Tracked,
 )
 from aiecs_checkpoint.stores.ops import Op
-from aiecs_checkpoint.stores.records import Typed
+from aiecs_checkpoint.stores.records import Typed, random_id
 
 T = TypeVar("T")
 
@@ -330,7 +329,7 @@ class DomainAPI(EngineCore):
         blob = self._dump("conversation message", message.to_dict())
         cap = self.max_conversation_messages
         await self._timed(self.domain.append_message(session_id, blob, cap))
-        message_id = uuid.uuid4().hex
+        message_id = random_id()
         self._archive(
             session_id,
             lambda rows: C.message_row(session_id, "", message_id, blob, rows),

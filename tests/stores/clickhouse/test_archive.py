@@ -468,3 +468,27 @@ async def test_sessions_and_messages_are_archived_and_cleanup_removes_them() -> 
     finally:
         client.close()
         await engine.close()
+
+
+async def test_archived_messages_never_collide_whatever_uuid4_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12 #5: message rows are keyed by store-made ids, so a uuid4 patched
+    to a constant (deterministic test ids) merges none of them."""
+    settings = archive_settings()
+    engine = ContextEngine(archive=settings)
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=7))
+    for text in ("one", "two", "three"):
+        await engine.add_conversation_message("s1", "user", text)
+    archive = engine.archive
+    assert archive is not None
+    assert await asyncio.to_thread(archive.flush, 10)
+    client = clickhouse_connect.get_client(
+        **settings.client_options(), database=settings.database
+    )
+    try:
+        q = f"SELECT count() FROM `{C.CONVERSATIONS}` FINAL WHERE session_id = 's1'"
+        assert int(client.query(q).result_rows[0][0]) == 3
+    finally:
+        client.close()
+        await engine.close()
