@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import clickhouse_connect
 import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -31,10 +32,36 @@ def chat(saver: ContextEngineSaver) -> Any:
 
 
 def everything_stored(engine: ContextEngine) -> list[str | bytes]:
-    """Every str and bytes the engine's hot store keeps (checkpoints and domain)."""
+    """Every str and bytes the engine's hot store keeps (checkpoints and domain),
+    and its archive once flushed."""
     if engine.storage_backend == "memory":
-        return list(walk(engine.checkpoints)) + list(walk(engine.domain))
-    return list(redis_data(engine))
+        hot = list(walk(engine.checkpoints)) + list(walk(engine.domain))
+    else:
+        hot = list(redis_data(engine))
+    return hot + archive_data(engine)
+
+
+def archive_data(engine: ContextEngine) -> list[str | bytes]:
+    """Every str and bytes of every row of the engine's archive (none without)."""
+    archive = engine.archive
+    if archive is None:
+        return []
+    assert archive.flush(10)
+    settings = archive.settings
+    client = clickhouse_connect.get_client(
+        **settings.client_options(), database=settings.database
+    )
+    try:
+        tables = [r[0] for r in client.query("SHOW TABLES").result_rows]
+        rows = [
+            row
+            for table in tables
+            for row in client.query(f"SELECT * FROM `{table}`").result_rows
+        ]
+    finally:
+        client.close()
+    assert rows, "the archive holds nothing: the check would be vacuous"
+    return list(walk(rows))
 
 
 async def run_and_check_encrypted(saver: ContextEngineSaver) -> None:
