@@ -42,7 +42,8 @@ def everything_stored(engine: ContextEngine) -> list[str | bytes]:
 
 
 def archive_data(engine: ContextEngine) -> list[str | bytes]:
-    """Every str and bytes of every row of the engine's archive (none without)."""
+    """Every str and bytes of every row of the engine's archive (none without),
+    hex-encoded blobs decoded too."""
     archive = engine.archive
     if archive is None:
         return []
@@ -61,7 +62,17 @@ def archive_data(engine: ContextEngine) -> list[str | bytes]:
     finally:
         client.close()
     assert rows, "the archive holds nothing: the check would be vacuous"
-    return list(walk(rows))
+    cells = list(walk(rows))
+    return cells + [bytes.fromhex(c) for c in cells if isinstance(c, str) and _hex(c)]
+
+
+def _hex(text: str) -> bool:
+    """True for hex text (the archive stores blobs hex-encoded)."""
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return len(text) > 1
 
 
 async def run_and_check_encrypted(saver: ContextEngineSaver) -> None:
@@ -90,12 +101,19 @@ async def test_mirrored_messages_are_encrypted_by_the_savers_serde(
 
 
 def test_control_without_encryption_the_marker_is_found() -> None:
+    """The checks above can see plaintext, in the hot store and the archive."""
+
     async def scenario() -> None:
-        saver = ContextEngineSaver(track_sessions=True, mirror_messages=True)
-        marker = "MARKER-plain"
-        config = {"configurable": {"thread_id": "p"}}
-        await chat(saver).ainvoke({"messages": [HumanMessage(marker)]}, config)
-        assert leaks(everything_stored(saver.engine), [marker]) == {marker}
+        engine = engine_for("memory+archive")
+        async with ContextEngineSaver(
+            engine, track_sessions=True, mirror_messages=True
+        ) as saver:
+            marker = "MARKER-plain"
+            config = {"configurable": {"thread_id": "p"}}
+            await chat(saver).ainvoke({"messages": [HumanMessage(marker)]}, config)
+            hot = list(walk(engine.checkpoints)) + list(walk(engine.domain))
+            assert leaks(hot, [marker]) == {marker}
+            assert leaks(archive_data(engine), [marker]) == {marker}
 
     asyncio.run(scenario())
 
