@@ -59,6 +59,8 @@ class Writes:
         new_versions: ChannelVersions,
     ) -> Op[RunnableConfig]:
         """Store a checkpoint; unchanged list elements are not serialized again."""
+        if self.ctx.sessions is not None:
+            self.ctx.sessions.check(config, metadata)
         args = (config, checkpoint, metadata, new_versions)
         plan = self._plan(*args)
         store = self.ctx.engine.checkpoints
@@ -94,6 +96,8 @@ class Writes:
         t, rows = encode_writes(
             ctx.serde, config, writes, task_id, task_path, ctx.cache
         )
+        if ctx.sessions is not None:
+            ctx.sessions.check(config, {})
         note_written(ctx.cache, t, writes)
         assert t.checkpoint_id is not None
         taken = ctx.records.take(t.thread_id, task_id)
