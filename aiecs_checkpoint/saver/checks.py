@@ -54,13 +54,20 @@ def check_run_text(run_id: str) -> str:
     """`run_id` when it is valid Unicode text, else `InvalidConfigError`: the
     serializer would store a lone surrogate as "?", so the run could never be
     found again by the id it was put with."""
-    try:
-        run_id.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _is_text(run_id):
         raise InvalidConfigError(
             f"a run id must be valid Unicode text (no lone surrogates), got {run_id!r}"
-        ) from None
+        )
     return run_id
+
+
+def _is_text(value: str) -> bool:
+    """True when `value` encodes as UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_list_args(
@@ -87,6 +94,11 @@ def check_list_args(
                 "before must be the config of a checkpoint, "
                 '{"configurable": {"checkpoint_id": "..."}} (as list and put '
                 f"return it), got {before!r}"
+            )
+        if "\0" in found or not _is_text(found):
+            raise InvalidConfigError(
+                "before names no checkpoint: a checkpoint id is valid Unicode text "
+                f"without NUL characters, got {found!r}"
             )
         before_id = found
     if limit is not None and (

@@ -176,6 +176,8 @@ BAD_LIST_ARGS: dict[str, tuple[dict[str, Any], str]] = {
     "before_dict": ({"before": {"x": 1}}, "before must be the config"),
     "before_no_id": ({"before": cfg("t")}, "before must be the config"),
     "before_int_id": ({"before": cfg("t", 7)}, "before must be the config"),  # type: ignore[arg-type]
+    "before_lone_surrogate_id": ({"before": cfg("t", "\ud800")}, "names no checkpoint"),
+    "before_nul_id": ({"before": cfg("t", "c\x001")}, "names no checkpoint"),
     "limit_str": ({"limit": "3"}, "limit must be None or an int >= 0, got '3'"),
     "limit_bool": ({"limit": True}, "limit must be None or an int >= 0, got True"),
     "limit_negative": ({"limit": -1}, "got -1"),
