@@ -136,7 +136,11 @@ class EngineCore:
         _check_options(key_prefix, session_ttl, max_conversation_messages)
         apply_log_level()
         self._ttl_ms, self._refresh_on_read = parse_ttl(ttl)
-        self._url = _check_redis(redis_url, redis_client, aredis_client, cluster)
+        if cluster is not None and not isinstance(cluster, bool):
+            raise InvalidConfigError(
+                f"cluster must be True, False or None, got {cluster!r}"
+            )
+        self._url = _check_redis(redis_url, redis_client, aredis_client)
         redis = (redis_url, redis_client, aredis_client) != (None, None, None)
         if cluster and not redis:
             raise InvalidConfigError(
@@ -362,7 +366,7 @@ class EngineCore:
 
 
 def _check_redis(
-    redis_url: object, redis_client: Any, aredis_client: Any, cluster: object
+    redis_url: object, redis_client: Any, aredis_client: Any
 ) -> rc.RedisURL | None:
     """The validated Redis URL (None without one); `InvalidConfigError` for a
     bad URL, conflicting options or a missing `redis` extra."""
@@ -371,10 +375,6 @@ def _check_redis(
     if not rc.INSTALLED:
         raise InvalidConfigError(
             "Redis support needs the redis extra: pip install 'aiecs-checkpoint[redis]'"
-        )
-    if cluster is not None and not isinstance(cluster, bool):
-        raise InvalidConfigError(
-            f"cluster must be True, False or None, got {cluster!r}"
         )
     if redis_url is not None and (redis_client, aredis_client) != (None, None):
         raise InvalidConfigError(

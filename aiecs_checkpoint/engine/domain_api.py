@@ -9,7 +9,6 @@ engine's serializer, so round trips are lossless and encryption covers it.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -36,7 +35,7 @@ from aiecs_checkpoint.stores.domain_records import (
     Tracked,
 )
 from aiecs_checkpoint.stores.ops import Op
-from aiecs_checkpoint.stores.records import Typed
+from aiecs_checkpoint.stores.records import Typed, random_id
 
 T = TypeVar("T")
 
@@ -68,6 +67,7 @@ def split_session_key(session_key: str) -> tuple[str, str]:
     """
     if not isinstance(session_key, str):
         raise InvalidConfigError(f"session_key must be a str, got {session_key!r}")
+    check_text("session_key", session_key)
     for kind in sorted(SESSION_TYPES, key=len, reverse=True):
         suffix = "_" + kind
         if session_key.endswith(suffix) and len(session_key) > len(suffix):
@@ -79,8 +79,22 @@ def split_session_key(session_key: str) -> tuple[str, str]:
 
 
 def _check_id(name: str, value: object) -> str:
+    """A non-empty id that every store can keep, else `InvalidConfigError`."""
     if not isinstance(value, str) or not value:
         raise InvalidConfigError(f"{name} must be a non-empty str, got {value!r}")
+    return check_text(name, value)
+
+
+def check_text(name: str, value: str) -> str:
+    """`value` when it is valid Unicode text, else `InvalidConfigError`: Redis
+    keys and the archive take UTF-8 only, so a lone surrogate could be kept by
+    the memory store and not by the others."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidConfigError(
+            f"{name} must be valid Unicode text (no lone surrogates), got {value!r}"
+        ) from None
     return value
 
 
@@ -155,6 +169,8 @@ class DomainAPI(EngineCore):
     ) -> SessionMetrics:
         """Create a session (status "active"); an existing one is returned as is."""
         _check_id("session_id", session_id)
+        if isinstance(user_id, str):
+            check_text("user_id", user_id)
         now = datetime.now(timezone.utc)
         session = SessionMetrics(
             session_id=session_id,
@@ -253,6 +269,8 @@ class DomainAPI(EngineCore):
         offset: int = 0,
     ) -> list[SessionMetrics]:
         """Sessions, most recently active first, optionally of a user / status."""
+        if isinstance(user_id, str):
+            check_text("user_id", user_id)
         if status is not None and status not in SESSION_STATUSES:
             raise InvalidConfigError(
                 f"status must be one of {sorted(SESSION_STATUSES)}, got {status!r}"
@@ -330,7 +348,7 @@ class DomainAPI(EngineCore):
         blob = self._dump("conversation message", message.to_dict())
         cap = self.max_conversation_messages
         await self._timed(self.domain.append_message(session_id, blob, cap))
-        message_id = uuid.uuid4().hex
+        message_id = random_id()
         self._archive(
             session_id,
             lambda rows: C.message_row(session_id, "", message_id, blob, rows),

@@ -36,7 +36,9 @@ def check_ids(ids: object, what: str, check: Callable[[object], T]) -> list[T]:
 
 
 def check_run_id(run_id: object) -> str:
-    """A run id as the saver indexes it: a non-empty str or a UUID."""
+    """A run id as the saver indexes it: a non-empty str or a UUID, without NUL
+    characters (LangGraph removes them from the metadata a run id is put with,
+    so `"r\\x00n"` names the run stored as `"rn"`)."""
     if isinstance(run_id, uuid.UUID):
         return str(run_id)
     if not isinstance(run_id, str):
@@ -45,7 +47,27 @@ def check_run_id(run_id: object) -> str:
         )
     if not run_id:
         raise InvalidConfigError("a run id must not be empty")
+    return check_run_text(run_id).replace("\x00", "")
+
+
+def check_run_text(run_id: str) -> str:
+    """`run_id` when it is valid Unicode text, else `InvalidConfigError`: the
+    serializer would store a lone surrogate as "?", so the run could never be
+    found again by the id it was put with."""
+    if not _is_text(run_id):
+        raise InvalidConfigError(
+            f"a run id must be valid Unicode text (no lone surrogates), got {run_id!r}"
+        )
     return run_id
+
+
+def _is_text(value: str) -> bool:
+    """True when `value` encodes as UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_list_args(
@@ -73,6 +95,11 @@ def check_list_args(
                 '{"configurable": {"checkpoint_id": "..."}} (as list and put '
                 f"return it), got {before!r}"
             )
+        if "\0" in found or not _is_text(found):
+            raise InvalidConfigError(
+                "before names no checkpoint: a checkpoint id is valid Unicode text "
+                f"without NUL characters, got {found!r}"
+            )
         before_id = found
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
@@ -81,4 +108,4 @@ def check_list_args(
     return before_id, limit
 
 
-__all__ = ["check_ids", "check_list_args", "check_run_id"]
+__all__ = ["check_ids", "check_list_args", "check_run_id", "check_run_text"]

@@ -32,6 +32,7 @@ from aiecs_checkpoint.errors import (
 )
 from aiecs_checkpoint.saver import sends
 from aiecs_checkpoint.saver.cache import Known, ListKey, SaverCache
+from aiecs_checkpoint.saver.checks import check_run_text
 from aiecs_checkpoint.saver.index import IndexKey, metadata_index
 from aiecs_checkpoint.stores import refs
 from aiecs_checkpoint.stores.records import (
@@ -261,6 +262,9 @@ def encode_put(
         else:
             values[ch] = (version, dumps(serde, value, f"channel {ch!r}"))
     counters = md.get("counters_since_delta_snapshot") or {}
+    run_id = md.get("run_id")
+    if isinstance(run_id, str):
+        check_run_text(run_id)
     row = CheckpointRow(
         thread_id=target.thread_id,
         checkpoint_ns=target.checkpoint_ns,
@@ -269,7 +273,7 @@ def encode_put(
         checkpoint=dumps(serde, record, "checkpoint"),
         metadata=dumps(serde, md, "metadata"),
         versions=dict(checkpoint.get("channel_versions", {})),
-        run_key=run_key(md.get("run_id")),
+        run_key=run_key(run_id),
         delta_channels=tuple(sorted(counters)),
         index=metadata_index(index, md),
     )

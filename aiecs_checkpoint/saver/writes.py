@@ -62,6 +62,8 @@ class Writes:
         new_versions: ChannelVersions,
     ) -> Op[RunnableConfig]:
         """Store a checkpoint; unchanged list elements are not serialized again."""
+        if self.ctx.sessions is not None:
+            self.ctx.sessions.check(config, metadata)
         index = yield from self.ctx.index_key.get()
         args = (config, checkpoint, metadata, new_versions, index)
         plan = self._plan(*args)
@@ -98,6 +100,8 @@ class Writes:
         t, rows = encode_writes(
             ctx.serde, config, writes, task_id, task_path, ctx.cache
         )
+        if ctx.sessions is not None:
+            ctx.sessions.check(config, {})
         note_written(ctx.cache, t, writes)
         assert t.checkpoint_id is not None
         taken = ctx.records.take(t.thread_id, task_id)

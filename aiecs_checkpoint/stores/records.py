@@ -237,10 +237,15 @@ def random_id() -> str:
 
 
 def run_key(run_id: object) -> str | None:
-    """Index key of a run id: a digest, so run ids are not kept in plaintext."""
+    """Index key of a run id: a digest, so run ids are not kept in plaintext.
+
+    Any text has one (a lone surrogate is encoded as itself, `surrogatepass`:
+    still one distinct digest per run id, and valid text digests as UTF-8).
+    """
     if run_id is None:
         return None
-    return hashlib.blake2b(str(run_id).encode(), digest_size=16).hexdigest()
+    raw = str(run_id).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def write_idx(channel: str, position: int) -> int:

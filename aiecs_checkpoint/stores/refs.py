@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import ormsgpack
 
+from aiecs_checkpoint.errors import CorruptDataError
 from aiecs_checkpoint.stores.records import Runs, Typed
 
 REF_TYPE = "aiecs-refs/1"
@@ -59,18 +60,29 @@ def wrap(inner: Typed, refs: Iterable[ListRef]) -> Typed:
 
 
 def unwrap(value: Typed) -> tuple[Typed, list[ListRef]]:
-    """(the inner value, its refs) of a ref value."""
-    kind, data, entries = ormsgpack.unpackb(value[1])
-    refs = [
-        ListRef(
-            tuple(path),
-            channel,
-            epoch,
-            tuple((int(a), int(b)) for a, b in runs),
-            int(tail),
-        )
-        for path, channel, epoch, runs, tail in entries
-    ]
+    """(the inner value, its refs) of a ref value; `CorruptDataError` when the
+    stored payload is not one (damaged or forged)."""
+    try:
+        kind, data, entries = ormsgpack.unpackb(value[1])
+        refs = [
+            ListRef(
+                tuple(path),
+                channel,
+                epoch,
+                tuple((int(a), int(b)) for a, b in runs),
+                int(tail),
+            )
+            for path, channel, epoch, runs, tail in entries
+        ]
+        if not (isinstance(kind, str) and isinstance(data, bytes)):
+            raise ValueError("the inner value is not a (type, bytes) pair")
+        if any(type(r.channel) is not str or type(r.epoch) is not str for r in refs):
+            raise ValueError("a list reference names no channel or epoch")
+    except (ValueError, TypeError) as exc:  # malformed payload: data, not a bug
+        raise CorruptDataError(
+            f"a stored list reference could not be decoded ({exc}): the store "
+            "holds a damaged or forged value"
+        ) from None
     return (kind, data), refs
 
 

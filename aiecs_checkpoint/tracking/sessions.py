@@ -117,7 +117,7 @@ from langgraph.checkpoint.base import (
 
 from aiecs_checkpoint.domain.models import MESSAGE_ROLES, ConversationMessage
 from aiecs_checkpoint.engine import ContextEngine
-from aiecs_checkpoint.engine.domain_api import now_us
+from aiecs_checkpoint.engine.domain_api import check_text, now_us
 from aiecs_checkpoint.stores.domain_records import RunUpdate, SessionRecord, Tracked
 from aiecs_checkpoint.stores.ops import Op
 from aiecs_checkpoint.stores.records import Typed, random_id
@@ -172,11 +172,13 @@ def run_control(config: RunnableConfig) -> object | None:
 
 
 def user_of(config: RunnableConfig, metadata: Mapping[str, Any]) -> str:
-    """`configurable["user_id"]`, else `metadata["user_id"]`, else anonymous."""
+    """`configurable["user_id"]`, else `metadata["user_id"]`, else anonymous;
+    `InvalidConfigError` for a user id that is not valid Unicode text (Redis
+    keys and the archive take UTF-8 only)."""
     for source in (config.get("configurable") or {}, metadata):
         user_id = source.get("user_id")
         if isinstance(user_id, str) and user_id:
-            return user_id
+            return check_text("user_id", user_id)
     return ANONYMOUS
 
 
@@ -318,6 +320,11 @@ class SessionTracker:
         self._mirrored: OrderedDict[str, _Mirrored] = OrderedDict()
 
     # -- hooks (operations the saver runs after its own) ---------------------------
+
+    def check(self, config: RunnableConfig, metadata: CheckpointMetadata) -> None:
+        """Raise, before the saver stores anything, what the hooks would raise
+        on this config (a user id no store can keep)."""
+        user_of(config, get_checkpoint_metadata(config, metadata))
 
     def on_put(
         self,

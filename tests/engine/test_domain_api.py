@@ -485,3 +485,26 @@ def test_sync_metrics_twin_matches_the_store() -> None:
     asyncio.run(engine.create_session("x", "u"))
     assert engine.get_metrics_snapshot()["total_sessions"] == 1
     assert engine.health_check_sync()["status"] == "healthy"
+
+
+async def test_ids_no_store_can_keep_raise_typed_errors_on_every_store(
+    engine: ContextEngine,
+) -> None:
+    """A lone surrogate in a session id, user id or session key: the same
+    InvalidConfigError on every store (Redis keys take UTF-8 only), nothing
+    stored."""
+    lone = "\ud800"
+    calls = [
+        lambda: engine.create_session(lone, "u1"),
+        lambda: engine.create_session("s-lone", lone),
+        lambda: engine.update_session(lone, increment_requests=True),
+        lambda: engine.add_conversation_message(lone, "user", "hi"),
+        lambda: engine.get_conversation_history(lone),
+        lambda: engine.list_sessions(user_id=lone),
+        lambda: engine.get_conversation_session(f"{lone}_agent_to_agent"),
+        lambda: engine.store_checkpoint(lone, "c1", {"x": 1}),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidConfigError, match="valid Unicode text"):
+            await call()
+    assert await engine.list_all_sessions() == []

@@ -20,6 +20,7 @@ from aiecs_checkpoint import (
     InvalidNamespaceError,
     InvalidThreadIdError,
 )
+from tests.conftest import make_saver, make_sync_saver
 from tests.saver.test_bad_input import run_sync
 
 LONE = "\ud800"
@@ -143,3 +144,38 @@ async def _round_trip(
     assert [t.config for t in await run(saver, use_async, "list", every_ns)] == [stored]
     await run(saver, use_async, "delete_thread", thread)
     assert await run(saver, use_async, "list", None) == []
+
+
+async def _lone_user_id_raises(saver: ContextEngineSaver, use_async: bool) -> None:
+    """With session tracking, a user id (config or metadata) no store can keep
+    raises before the checkpoint or the writes are stored."""
+    bad_conf = cfg("u") | {
+        "configurable": {**cfg("u")["configurable"], "user_id": LONE}
+    }
+    with pytest.raises(InvalidConfigError, match="user_id"):
+        await run(saver, use_async, "put", bad_conf, checkpoint(), {}, {"v": "1"})
+    with pytest.raises(InvalidConfigError, match="user_id"):
+        await run(
+            saver, use_async, "put", cfg("u"), checkpoint(), {"user_id": LONE}, {}
+        )
+    assert await run(saver, use_async, "list", None) == []
+    stored = await run(saver, use_async, "put", cfg("u"), checkpoint(), {}, {"v": "1"})
+    bad_writes = {**stored, "configurable": {**stored["configurable"], "user_id": LONE}}
+    with pytest.raises(InvalidConfigError, match="user_id"):
+        await run(saver, use_async, "put_writes", bad_writes, [("__error__", "x")], "t")
+    got = await run(saver, use_async, "get_tuple", stored)
+    assert got is not None and got.pending_writes == []
+
+
+def test_a_user_id_no_store_can_keep_raises_before_anything_is_written_sync(
+    store_name: str,
+) -> None:
+    with make_sync_saver(store_name, track_sessions=True) as saver:
+        run_sync(_lone_user_id_raises(saver, False))
+
+
+async def test_a_user_id_no_store_can_keep_raises_before_anything_is_written_async(
+    store_name: str,
+) -> None:
+    async with make_saver(store_name, track_sessions=True) as saver:
+        await _lone_user_id_raises(saver, True)

@@ -126,6 +126,48 @@ async def test_tuples_sets_iterators_and_uuid_run_ids_are_accepted_async(
     await _sequences_of_every_kind_work(saver, True)
 
 
+ODD_RUN_IDS = {"NUL": "r\x00n", "emoji": "\U0001f9f5", "braces": "{r}:*"}
+"""Run ids are any valid text: each is indexed (as a digest) and found again."""
+
+
+async def _run_ids_of_any_text(saver: ContextEngineSaver, use_async: bool) -> None:
+    """Valid text round-trips; a lone surrogate (which the serializer would
+    store as "?") is refused by put and delete_for_runs before anything is
+    written or deleted."""
+    before = await _put_threads(saver, use_async)
+    lone = make_checkpoint(9, {"a": "lone"})
+    with pytest.raises(InvalidConfigError, match="run id"):
+        meta = {"run_id": "\ud800"}
+        await call(saver, use_async, "put", cfg("lone"), lone, meta, {"a": "9"})
+    with pytest.raises(InvalidConfigError, match="run id"):
+        await call(saver, use_async, "delete_for_runs", ["run-t", "\ud800"])
+    assert [await snapshot(saver, use_async, t) for t in THREADS] == before
+    assert await call(saver, use_async, "get_tuple", cfg("lone")) is None
+    threads = {run: f"odd-{i}" for i, run in enumerate(ODD_RUN_IDS.values())}
+    for i, (run, thread) in enumerate(threads.items()):
+        checkpoint = make_checkpoint(i + 1, {"a": thread})
+        meta = {"run_id": run}
+        await call(saver, use_async, "put", cfg(thread), checkpoint, meta, {"a": "1"})
+        got = await call(saver, use_async, "get_tuple", cfg(thread))
+        assert got.metadata["run_id"] == run.replace("\x00", "")  # LangGraph's rule
+    for run, thread in threads.items():
+        await call(saver, use_async, "delete_for_runs", [run])
+        assert await call(saver, use_async, "get_tuple", cfg(thread)) is None
+    assert [await snapshot(saver, use_async, t) for t in THREADS] == before
+
+
+def test_run_ids_of_any_text_round_trip_and_lone_surrogates_raise_sync(
+    sync_saver: ContextEngineSaver,
+) -> None:
+    run_sync(_run_ids_of_any_text(sync_saver, False))
+
+
+async def test_run_ids_of_any_text_round_trip_and_lone_surrogates_raise_async(
+    saver: ContextEngineSaver,
+) -> None:
+    await _run_ids_of_any_text(saver, True)
+
+
 # -- list(filter=..., before=..., limit=...) -------------------------------------------
 
 BAD_LIST_ARGS: dict[str, tuple[dict[str, Any], str]] = {
@@ -134,6 +176,8 @@ BAD_LIST_ARGS: dict[str, tuple[dict[str, Any], str]] = {
     "before_dict": ({"before": {"x": 1}}, "before must be the config"),
     "before_no_id": ({"before": cfg("t")}, "before must be the config"),
     "before_int_id": ({"before": cfg("t", 7)}, "before must be the config"),  # type: ignore[arg-type]
+    "before_lone_surrogate_id": ({"before": cfg("t", "\ud800")}, "names no checkpoint"),
+    "before_nul_id": ({"before": cfg("t", "c\x001")}, "names no checkpoint"),
     "limit_str": ({"limit": "3"}, "limit must be None or an int >= 0, got '3'"),
     "limit_bool": ({"limit": True}, "limit must be None or an int >= 0, got True"),
     "limit_negative": ({"limit": -1}, "got -1"),

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import clickhouse_connect
 import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -31,10 +32,47 @@ def chat(saver: ContextEngineSaver) -> Any:
 
 
 def everything_stored(engine: ContextEngine) -> list[str | bytes]:
-    """Every str and bytes the engine's hot store keeps (checkpoints and domain)."""
+    """Every str and bytes the engine's hot store keeps (checkpoints and domain),
+    and its archive once flushed."""
     if engine.storage_backend == "memory":
-        return list(walk(engine.checkpoints)) + list(walk(engine.domain))
-    return list(redis_data(engine))
+        hot = list(walk(engine.checkpoints)) + list(walk(engine.domain))
+    else:
+        hot = list(redis_data(engine))
+    return hot + archive_data(engine)
+
+
+def archive_data(engine: ContextEngine) -> list[str | bytes]:
+    """Every str and bytes of every row of the engine's archive (none without),
+    hex-encoded blobs decoded too."""
+    archive = engine.archive
+    if archive is None:
+        return []
+    assert archive.flush(10)
+    settings = archive.settings
+    client = clickhouse_connect.get_client(
+        **settings.client_options(), database=settings.database
+    )
+    try:
+        tables = [r[0] for r in client.query("SHOW TABLES").result_rows]
+        rows = [
+            row
+            for table in tables
+            for row in client.query(f"SELECT * FROM `{table}`").result_rows
+        ]
+    finally:
+        client.close()
+    assert rows, "the archive holds nothing: the check would be vacuous"
+    cells = list(walk(rows))
+    return cells + [bytes.fromhex(c) for c in cells if isinstance(c, str) and _hex(c)]
+
+
+def _hex(text: str) -> bool:
+    """True for hex text (the archive stores blobs hex-encoded)."""
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return len(text) > 1
 
 
 async def run_and_check_encrypted(saver: ContextEngineSaver) -> None:
@@ -63,12 +101,19 @@ async def test_mirrored_messages_are_encrypted_by_the_savers_serde(
 
 
 def test_control_without_encryption_the_marker_is_found() -> None:
+    """The checks above can see plaintext, in the hot store and the archive."""
+
     async def scenario() -> None:
-        saver = ContextEngineSaver(track_sessions=True, mirror_messages=True)
-        marker = "MARKER-plain"
-        config = {"configurable": {"thread_id": "p"}}
-        await chat(saver).ainvoke({"messages": [HumanMessage(marker)]}, config)
-        assert leaks(everything_stored(saver.engine), [marker]) == {marker}
+        engine = engine_for("memory+archive")
+        async with ContextEngineSaver(
+            engine, track_sessions=True, mirror_messages=True
+        ) as saver:
+            marker = "MARKER-plain"
+            config = {"configurable": {"thread_id": "p"}}
+            await chat(saver).ainvoke({"messages": [HumanMessage(marker)]}, config)
+            hot = list(walk(engine.checkpoints)) + list(walk(engine.domain))
+            assert leaks(hot, [marker]) == {marker}
+            assert leaks(archive_data(engine), [marker]) == {marker}
 
     asyncio.run(scenario())
 

@@ -19,8 +19,10 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver
 from aiecs_checkpoint.errors import BlockedTypeError, CorruptDataError
 from aiecs_checkpoint.stores.records import WriteRow
-from tests.conftest import make_saver
+from aiecs_checkpoint.stores.refs import REF_TYPE
+from tests.conftest import engine_for, make_saver
 from tests.saver.test_serde import aes, cfg, make_checkpoint
+from tests.stores.clickhouse.test_archive import _forget_hot
 
 # LangGraph's msgpack extension codes: a constructor called with one argument,
 # and with positional arguments.
@@ -162,6 +164,42 @@ async def test_a_tampered_ciphertext_raises_corrupt_data_naming_the_reason(
             assert "MAC check failed" in error
 
 
+def same_storage(engine: ContextEngine, store_name: str) -> ContextEngine:
+    """Another engine on the storage of `engine` (its hot store and archive)."""
+    if store_name.startswith("memory"):
+        return ContextEngine(store=engine.checkpoints)
+    options: dict[str, Any] = {"key_prefix": engine._prefix}
+    if engine.archive is not None:
+        options["archive"] = engine.archive.settings
+    return engine_for(store_name, **options)
+
+
+async def test_a_value_encrypted_with_another_key_raises_corrupt_data(
+    store_name: str,
+) -> None:
+    """A reader configured with the wrong key gets a typed error from the hot
+    store and, once the hot store has lost the thread, from the archive."""
+    async with make_saver(store_name, serde=aes()) as writer:
+        stored = await writer.aput(
+            cfg("keyed"), make_checkpoint(1, {"a": 1}), {}, {"a": "1"}
+        )
+        await writer.aput_writes(stored, [("a", 2)], "task")
+        shared = same_storage(writer.engine, store_name)
+        async with ContextEngineSaver(shared, serde=aes(key=b"2" * 32)) as reader:
+            for error in await read_everywhere(reader, stored):
+                assert error.startswith("CorruptDataError")
+                assert "MAC check failed" in error
+            archive = writer.engine.archive
+            if archive is None:
+                return
+            assert await asyncio.to_thread(archive.flush, 10)
+            _forget_hot(writer.engine, writer.engine._prefix)
+            reader._reset_caches()
+            for error in await read_everywhere(reader, stored):
+                assert error.startswith("CorruptDataError")
+                assert "MAC check failed" in error
+
+
 async def test_a_plaintext_value_under_encryption_is_refused(store_name: str) -> None:
     """LangGraph's EncryptedSerializer reads an unencrypted value silently: here
     a forged plaintext value is refused."""
@@ -182,3 +220,22 @@ async def test_garbage_bytes_raise_corrupt_data_error(store_name: str) -> None:
         config = await write_raw(saver, "unknown", ("pickle", b"cos\nsystem\n"))
         for error in await read_everywhere(saver, config):
             assert error.startswith("CorruptDataError")
+
+
+async def test_a_damaged_list_reference_raises_corrupt_data_error(
+    store_name: str,
+) -> None:
+    """A value tagged as a list reference (`stores.refs`) whose payload is not
+    one: a typed error, never a raw ValueError or TypeError."""
+    async with make_saver(store_name) as saver:
+        payloads = {
+            "not-msgpack": b"\xc1\xff",
+            "not-a-triple": ormsgpack.packb(7),
+            "bad-entries": ormsgpack.packb(["msgpack", b"\x01", [[1, 2]]]),
+            "bad-runs": ormsgpack.packb(["msgpack", b"\x01", [[[], "a", "e", 5, 0]]]),
+        }
+        for name, payload in payloads.items():
+            config = await write_raw(saver, f"ref-{name}", (REF_TYPE, payload))
+            for error in await read_everywhere(saver, config):
+                assert error.startswith("CorruptDataError")
+                assert "list reference" in error

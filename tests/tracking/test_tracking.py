@@ -594,3 +594,61 @@ def test_the_stamp_metadata_key_is_reserved() -> None:
     graph = g.compile(checkpointer=ContextEngineSaver())
     with pytest.raises(ValueError, match="reserved"):
         graph.invoke({"log": []}, cfg("stamp"))
+
+
+def _two_node_graph(saver: Any, track: bool) -> Any:
+    """`linear_graph`, recording only when `track` (helpers need our saver)."""
+
+    def plan(state: State) -> dict[str, Any]:
+        if track:
+            track_model_usage("gpt-x", "openai", "chat")
+            track_file_operation("/data/in.csv", "read")
+        return {"log": ["plan"]}
+
+    def write(state: State) -> dict[str, Any]:
+        if track:
+            track_file_operation("/data/out.csv", "write", source="writer")
+            add_context_update("note", {"rows": 3}, {"why": "test"})
+        return {"log": ["write"]}
+
+    g = StateGraph(State)
+    g.add_node("plan", plan)
+    g.add_node("write", write)
+    g.add_edge(START, "plan")
+    g.add_edge("plan", "write")
+    g.add_edge("write", END)
+    return g.compile(checkpointer=saver)
+
+
+def _run_counting_uuid4(
+    saver: Any, track: bool, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """uuid4 draws while the graph runs twice on `saver`, uuid4 patched to a
+    counter (as test suites do for deterministic ids)."""
+    drawn = 0
+
+    def counter() -> uuid.UUID:
+        nonlocal drawn
+        drawn += 1
+        return uuid.UUID(int=drawn)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(uuid, "uuid4", counter)
+        graph = _two_node_graph(saver, track)
+        graph.invoke({"log": []}, cfg("det"))
+        graph.invoke({"log": []}, cfg("det"))
+    return drawn
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_patched_uuid4_neither_merges_records_nor_is_drawn_by_the_saver(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 #5: every record survives whatever uuid4 returns, and the saver
+    draws no uuid4 of its own (the user's deterministic ids do not shift)."""
+    reference = _run_counting_uuid4(InMemorySaver(), False, monkeypatch)
+    with make_sync_saver(store, track_sessions=True) as saver:
+        assert _run_counting_uuid4(saver, True, monkeypatch) == reference
+        ctx = saver.get_task_context("det")
+    kinds = [u.update_type for u in ctx.context_history]
+    assert kinds == ["model_usage", "file_operation", "file_operation", "note"] * 2

@@ -167,6 +167,9 @@ class ArchiveSettings:
             "secure": self.secure,
             "connect_timeout": timeout if asynchronous else max(1, math.ceil(timeout)),
             "autogenerate_session_id": False,
+            # clickhouse-connect would draw a uuid.uuid4() per request: test
+            # suites patch uuid4 for deterministic ids, which must not shift
+            "autogenerate_query_id": False,
         }
 
 

@@ -468,3 +468,36 @@ async def test_sessions_and_messages_are_archived_and_cleanup_removes_them() -> 
     finally:
         client.close()
         await engine.close()
+
+
+async def test_archiving_messages_draws_no_uuid4(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12 #5: message rows are keyed by store-made ids and clickhouse-connect
+    makes no query ids, so a test suite's patched uuid4 (deterministic ids) is
+    not advanced by the engine; every message is archived."""
+    settings = archive_settings()
+    engine = ContextEngine(archive=settings)
+    drawn: list[int] = []
+
+    def counter() -> uuid.UUID:
+        drawn.append(1)
+        return uuid.UUID(int=len(drawn))
+
+    monkeypatch.setattr(uuid, "uuid4", counter)
+    for text in ("one", "two", "three"):
+        await engine.add_conversation_message("s1", "user", text)
+    archive = engine.archive
+    assert archive is not None
+    assert await asyncio.to_thread(archive.flush, 10)
+    assert drawn == []
+    monkeypatch.undo()
+    client = clickhouse_connect.get_client(
+        **settings.client_options(), database=settings.database
+    )
+    try:
+        q = f"SELECT count() FROM `{C.CONVERSATIONS}` FINAL WHERE session_id = 's1'"
+        assert int(client.query(q).result_rows[0][0]) == 3
+    finally:
+        client.close()
+        await engine.close()

@@ -177,7 +177,7 @@ def test_cluster_without_redis_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
         ContextEngine(cluster=True)
     with pytest.raises(InvalidConfigError, match="REDIS_URL"):
         ContextEngineSaver.from_env(cluster=True)
-    with pytest.raises(InvalidConfigError, match="cluster must be a bool"):
+    with pytest.raises(InvalidConfigError, match="cluster must be True, False or None"):
         ContextEngine(cluster="yes")  # type: ignore[arg-type]
 
 

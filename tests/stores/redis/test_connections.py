@@ -37,7 +37,7 @@ from aiecs_checkpoint import (
     StoreError,
 )
 from aiecs_checkpoint.stores.redis.client import parse_url
-from tests.conftest import REDIS_INSTALLED, cluster_url
+from tests.conftest import REDIS_INSTALLED, cluster_url, redis_url
 from tests.servers import RedisServer, find_free_port
 
 pytestmark = pytest.mark.skipif(
@@ -660,3 +660,30 @@ def test_cluster_clients_per_event_loop_are_closed_with_their_loop() -> None:
     assert after <= before + 6
     for n in nodes:
         n.close()
+
+
+# -- #14: programming errors are never disguised as store errors ----------------------
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_programming_error_in_a_redis_call_propagates_unchanged(
+    monkeypatch: pytest.MonkeyPatch, use_async: bool
+) -> None:
+    """A bug (here an AttributeError raised inside redis-py's client) is neither
+    wrapped into StoreError nor taken for an outage by `fallback=True`."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("a bug, not an outage")
+
+    async def abroken(*args: Any, **kwargs: Any) -> Any:
+        broken()
+
+    monkeypatch.setattr(redis.Redis, "execute_command", broken)
+    monkeypatch.setattr(aredis.Redis, "execute_command", abroken)
+    engine = ContextEngine(
+        redis_url=redis_url(), key_prefix=f"p{uuid.uuid4().hex[:8]}", fallback=True
+    )
+    with pytest.raises(AttributeError, match="a bug, not an outage"):
+        start(engine, use_async)
+    assert engine.storage_backend == "redis" and engine.degraded_reason is None
+    engine.close_sync()
