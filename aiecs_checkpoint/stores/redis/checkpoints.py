@@ -106,17 +106,23 @@ class RedisCheckpointStore:
             L.pack_values(row.checkpoint_ns, values),
             row.run_key or "",
         ]
+        if self.s.cluster:
+            yield from self._register_cluster(row.thread_id, row.run_key)
         reply = yield Call("put", keys, args, acks=self.s.replica_acks)
         if L.text(reply[0]) == "stale":
             raise StaleListBase(row.checkpoint_id)
-        if self.s.cluster:
+        if self.s.cluster and len(reply) > 2:
             yield from self._register_cluster(row.thread_id, row.run_key)
         return {L.text(ch): _as_list(E.unpack_value(blob)) for ch, blob in reply[1]}
 
     def _register_cluster(self, thread_id: str, run_key: str | None) -> Op[None]:
-        """On a cluster the global indexes live in other slots: separate calls
-        (not covered by `replica_acks`: a failover may drop a thread's
-        registry entry, which its next put writes again)."""
+        """On a cluster the global indexes live in other slots: separate calls,
+        made before the put, so a process dying between the calls leaves an
+        index entry of a thread without that checkpoint (the reaper's case),
+        never a checkpoint no index lists. A thread's first put registers it
+        again afterwards, in case a listing reaped the entry in between.
+        Not covered by `replica_acks`: a failover may drop a thread's
+        registry entry, which its next put writes again."""
         now = int(time.time() * 1000)
         yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
         if run_key:

@@ -75,6 +75,7 @@ for _, e in ipairs(vals) do
     return {'stale'}
   end
 end
+local first = redis.call('EXISTS', KEYS[1]) == 0
 local assigned = {}
 for _, e in ipairs(vals) do
   if e[1] == 't' then
@@ -121,6 +122,7 @@ if ARGV[9] ~= '' then redis.call('SADD', KEYS[8], ARGV[9]) end
 if KEYS[9] then redis.call('ZADD', KEYS[9], ARGV[7], ARGV[5]) end
 if KEYS[10] then redis.call('SADD', KEYS[10], ARGV[5]) end
 touch(tonumber(ARGV[4]), ARGV[6])
+if first then return {'ok', assigned, 1} end
 return {'ok', assigned}
 """
 )
@@ -132,7 +134,9 @@ A put whose row is already stored byte for byte (a retry of a put that did
 apply, e.g. after a socket timeout) changes nothing and returns the stored
 list manifests: retrying a put never appends its elements twice. It still
 writes the row again (same bytes), so the retry is replicated and a `WAIT`
-on the retrying connection (`replica_acks`) covers the first attempt too."""
+on the retrying connection (`replica_acks`) covers the first attempt too.
+Reply: {'ok', manifests} or, for the thread's first checkpoint,
+{'ok', manifests, 1}; {'stale'} when a list's base is gone."""
 
 PUT_WRITES = (
     _COMMON
