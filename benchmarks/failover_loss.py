@@ -19,7 +19,9 @@ Reported per setting: checkpoints lost per trial, acknowledged per trial, the
 loss window (time from the oldest lost acknowledgement to the kill), the
 failover time and the runs that failed. With the default ``replica_acks=0``
 this is what a failover may cost; ``replica_acks=1`` (``WAIT``) is meant to
-make it zero. Pass ``--replica-acks N`` to measure that once it exists.
+make it zero (``--replica-acks N``; a new node then replaces the lost
+replica before the runs resume, and the runs that wrote to the promoted
+replica before that fail with ``StoreError``).
 
 Run: ``python benchmarks/failover_loss.py [--trials N] [--runs R] [--lag S]
 [--replica-acks N]``.
@@ -80,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         windows = [r.window_s * 1000 for r in results]
         print(
             f"== {name}: lost per trial {lost} (median {statistics.median(lost)}), "
-            f"window max {max(windows):.0f} ms, failover median "
+            f"window median {statistics.median(windows):.0f} ms, "
+            f"max {max(windows):.0f} ms, failover median "
             f"{statistics.median(r.failover_s for r in results):.1f}s\n"
         )
 

@@ -123,10 +123,12 @@ class RedisCheckpointStore:
             row.run_key or "",
             first,
         ]
+        if self.s.cluster:
+            yield from self._register_cluster(row.thread_id, row.run_key, now)
         reply = yield Call("put", keys, args, acks=self.s.replica_acks)
         if L.text(reply[0]) == "stale":
             raise StaleListBase(row.checkpoint_id)
-        if self.s.cluster:
+        if self.s.cluster and reply[3] == 1:
             yield from self._register_cluster(row.thread_id, row.run_key, now)
         moved, removed, added = (_texts(x) for x in reply[2])
         yield from self._move_index(row.thread_id, now, moved, removed, added)
@@ -135,9 +137,13 @@ class RedisCheckpointStore:
     def _register_cluster(
         self, thread_id: str, run_key: str | None, now: int
     ) -> Op[None]:
-        """On a cluster the global indexes live in other slots: separate calls
-        (not covered by `replica_acks`: a failover may drop a thread's
-        registry entry, which its next put writes again)."""
+        """On a cluster the global indexes live in other slots: separate calls,
+        made before the put, so a process dying between the calls leaves an
+        index entry of a thread without that checkpoint (the reaper's case),
+        never a checkpoint no index lists. A thread's first put registers it
+        again afterwards, in case a listing reaped the entry in between.
+        Not covered by `replica_acks`: a failover may drop a thread's
+        registry entry, which its next put writes again."""
         yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
         if run_key:
             yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")

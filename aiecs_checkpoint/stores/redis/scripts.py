@@ -114,13 +114,14 @@ if redis.call('HGET', KEYS[3], mem) == ARGV[3] then
     end
   end
   touch(tonumber(ARGV[4]), ARGV[6])
-  return {'ok', stored, index_put()}
+  return {'ok', stored, index_put(), 0}
 end
 for _, e in ipairs(vals) do
   if e[1] == 'l' and e[4] ~= '' and redis.call('SISMEMBER', KEYS[7], e[4]) == 0 then
     return {'stale'}
   end
 end
+local first = redis.call('EXISTS', KEYS[1]) == 0
 local assigned = {}
 for _, e in ipairs(vals) do
   if e[1] == 't' then
@@ -169,7 +170,7 @@ if ARGV[10] ~= '0' then
   if ARGV[9] ~= '' then redis.call('SADD', KEYS[12], ARGV[5]) end
 end
 touch(tonumber(ARGV[4]), ARGV[6])
-return {'ok', assigned, index_put()}
+return {'ok', assigned, index_put(), first and 1 or 0}
 """
 )
 """KEYS: the 7 thread keys, the thread's `runs`, its `ix`, then on a
@@ -189,7 +190,9 @@ A put whose row is already stored byte for byte (a retry of a put that did
 apply, e.g. after a socket timeout) changes nothing and returns the stored
 list manifests: retrying a put never appends its elements twice. It still
 writes the row again (same bytes), so the retry is replicated and a `WAIT`
-on the retrying connection (`replica_acks`) covers the first attempt too."""
+on the retrying connection (`replica_acks`) covers the first attempt too.
+Reply: {'ok', manifests, index moves (above), 1 for the thread's first
+checkpoint else 0}; {'stale'} when a list's base is gone."""
 
 PUT_WRITES = (
     _COMMON
