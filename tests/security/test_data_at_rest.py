@@ -20,14 +20,18 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import clickhouse_connect
+import ormsgpack
 import pytest
 import redis
 from langchain_core.messages import AnyMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import interrupt
@@ -41,6 +45,8 @@ from aiecs_checkpoint import (
     track_file_operation,
     track_model_usage,
 )
+from aiecs_checkpoint.errors import BlockedTypeError, CorruptDataError
+from aiecs_checkpoint.stores.encoding import enc, pack_value, unpack_value, value_field
 from tests.conftest import archive_settings, cluster_url, redis_url
 
 pytest.importorskip("Crypto.Cipher.AES", reason="needs pycryptodome")
@@ -291,3 +297,68 @@ async def test_scan_finds_every_kind_without_encryption(store: str) -> None:
     places = await run_and_scan(store, None)
     missing = set(SECRET_KINDS) - set(places)
     assert not missing, f"scan cannot see {sorted(missing)}"
+
+
+# -- rows stored without encryption, tampered with, or crafted ------------------
+
+EXT_CONSTRUCTOR_SINGLE_ARG = 0
+"""LangGraph's msgpack extension code for `module.name(arg)`."""
+
+
+def crafted(flag: Path) -> bytes:
+    """msgpack naming `os.system("touch <flag>")`: runs when deserialized by a
+    permissive reader."""
+    call = ormsgpack.packb(["os", "system", f"touch {flag}"])
+    return ormsgpack.packb({"x": ormsgpack.Ext(EXT_CONSTRUCTOR_SINGLE_ARG, call)})
+
+
+def stored_instead(kind: str, original: tuple[str, bytes], flag: Path) -> bytes:
+    """The raw channel value an attacker (or an old writer) leaves in Redis."""
+    typ, data = original
+    if kind == "tampered":
+        return pack_value((typ, data[:-1] + bytes([data[-1] ^ 1])))
+    if kind == "truncated":
+        return pack_value((typ, data[: len(data) // 2]))
+    if kind == "plaintext":
+        return pack_value(JsonPlusSerializer().dumps_typed("hello"))
+    if kind == "crafted":
+        return pack_value(("msgpack", crafted(flag)))
+    name, ciphertext = aes().cipher.encrypt(crafted(flag))
+    return pack_value((f"msgpack+{name}", ciphertext))
+
+
+@pytest.mark.parametrize(
+    "kind", ["tampered", "truncated", "plaintext", "crafted", "crafted_encrypted"]
+)
+def test_bad_value_in_redis_is_refused_with_a_typed_error(
+    kind: str, tmp_path: Path
+) -> None:
+    """A channel value replaced in Redis (one ciphertext bit flipped, cut short,
+    written unencrypted, or a msgpack ext naming os.system, in clear or
+    encrypted with the key) is refused on read with `CorruptDataError`
+    (`BlockedTypeError` for the ext) by a saver configured with encryption,
+    and nothing runs."""
+    flag = tmp_path / "pwned"
+    prefix, thread = f"sec{uuid.uuid4().hex[:12]}", "t:{1}"
+    serde = aes()
+    config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"x": "hello"}
+    checkpoint["channel_versions"] = {"x": "1"}
+    engine = ContextEngine(redis_url=redis_url(), key_prefix=prefix, serde=serde)
+    with ContextEngineSaver(engine, serde=serde) as saver:
+        stored = saver.put(config, checkpoint, {}, {"x": "1"})
+    client = redis.Redis.from_url(redis_url())
+    key, field = f"{prefix}:{{{enc(thread)}}}:v", value_field("", "x", "1")
+    original = unpack_value(client.hget(key, field))
+    assert isinstance(original, tuple) and "aes" in original[0]
+    client.hset(key, field, stored_instead(kind, original, flag))
+    client.close()
+    reader = ContextEngine(redis_url=redis_url(), key_prefix=prefix, serde=aes())
+    with ContextEngineSaver(reader, serde=reader.serde) as saver:
+        expected = BlockedTypeError if kind.startswith("crafted") else CorruptDataError
+        with pytest.raises(expected):
+            saver.get_tuple(stored)
+        with pytest.raises(expected):
+            list(saver.list(config))
+    assert not flag.exists()
