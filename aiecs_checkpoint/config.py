@@ -5,6 +5,12 @@ Variables (defaults as in the original): `AIECS_TASK_DIR` ("./tasks"),
 `AIECS_LOG_LEVEL` ("INFO"). Unlike the original, a bad value is an error naming
 the variable and the value (the original read "yes" or "1" as *false*), and
 validating creates no directory.
+
+Each variable is read where it is used, so a bad value fails only there:
+task contexts read the first three; `AIECS_LOG_LEVEL`, when set, is applied
+by `apply_log_level()` (every `ContextEngine` calls it) to the package's own
+loggers, the `aiecs_checkpoint` hierarchy, never to the root logger.
+`validate_config()` checks them all at once.
 """
 
 from __future__ import annotations
@@ -75,10 +81,14 @@ class Settings:
         return int(logging.getLevelName(self.log_level))
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, log_level: bool = True
+    ) -> Settings:
         """Settings from `env` (default `os.environ`); every bad variable is reported.
 
-        Unset or blank variables take the defaults.
+        Unset or blank variables take the defaults. With `log_level=False`,
+        `AIECS_LOG_LEVEL` is not read (the field keeps its default): for
+        callers that do not use it, so its bad value does not break them.
         """
         source: Mapping[str, str] = os.environ if env is None else env
         errors: list[str] = []
@@ -121,12 +131,12 @@ class Settings:
                     f"on/off, got {flag_text!r}"
                 )
 
-        level = (raw(ENV_LOG_LEVEL) or DEFAULT_LOG_LEVEL).upper()
-        if level not in VALID_LOG_LEVELS:
-            errors.append(
-                f"{ENV_LOG_LEVEL} must be one of {', '.join(VALID_LOG_LEVELS)}, "
-                f"got {raw(ENV_LOG_LEVEL)!r}"
-            )
+        level = DEFAULT_LOG_LEVEL
+        if log_level:
+            try:
+                level = log_level_from_env(source) or DEFAULT_LOG_LEVEL
+            except InvalidConfigError as exc:
+                errors.append(str(exc))
 
         if errors:
             raise InvalidConfigError("; ".join(errors))
@@ -140,6 +150,44 @@ class Settings:
 
 TaskSettings = Settings
 """Alias: the settings are those of task contexts."""
+
+PACKAGE_LOGGER = "aiecs_checkpoint"
+"""The logger every logger of the package descends from."""
+
+
+def log_level_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """`AIECS_LOG_LEVEL`, normalised (e.g. "DEBUG"); None when unset or blank.
+
+    Raises `InvalidConfigError` naming the variable for any other value.
+    """
+    source: Mapping[str, str] = os.environ if env is None else env
+    text = (source.get(ENV_LOG_LEVEL) or "").strip()
+    if not text:
+        return None
+    if text.upper() not in VALID_LOG_LEVELS:
+        raise InvalidConfigError(
+            f"{ENV_LOG_LEVEL} must be one of {', '.join(VALID_LOG_LEVELS)}, "
+            f"got {text!r}"
+        )
+    return text.upper()
+
+
+_applied: dict[str, str] = {}
+
+
+def apply_log_level(env: Mapping[str, str] | None = None) -> str | None:
+    """Set the level of the `aiecs_checkpoint` logger from `AIECS_LOG_LEVEL`.
+
+    Returns the level set, None when the variable is unset (the logger is left
+    alone). A value is applied once: a level the application sets in code
+    afterwards stays, until the variable changes. Raises `InvalidConfigError`
+    naming the variable for a bad value.
+    """
+    level = log_level_from_env(env)
+    if level is not None and _applied.get(PACKAGE_LOGGER) != level:
+        logging.getLogger(PACKAGE_LOGGER).setLevel(level)
+        _applied[PACKAGE_LOGGER] = level
+    return level
 
 
 def validate_config(env: Mapping[str, str] | None = None) -> Settings:
@@ -159,8 +207,11 @@ __all__ = [
     "ENV_LOG_LEVEL",
     "ENV_MAX_CONTEXT_SIZE",
     "ENV_TASK_DIR",
+    "PACKAGE_LOGGER",
     "VALID_LOG_LEVELS",
     "Settings",
     "TaskSettings",
+    "apply_log_level",
+    "log_level_from_env",
     "validate_config",
 ]

@@ -36,8 +36,24 @@ class InvalidPruneStrategyError(InvalidConfigError):
     """`prune` was called with a strategy other than keep_latest or delete."""
 
 
+class InvalidArgumentError(AiecsCheckpointError, TypeError):
+    """An argument has the wrong type: for example a `str` where a sequence of
+    ids is expected (it would be iterated one character at a time)."""
+
+
 class SerializationError(AiecsCheckpointError, TypeError):
     """A value could not be serialized; nothing was stored."""
+
+
+class CorruptDataError(AiecsCheckpointError, ValueError):
+    """A stored value could not be decrypted or decoded (tampered, written with
+    another key or serializer, or not encrypted while encryption is on); the
+    message says which value and why."""
+
+
+class BlockedTypeError(CorruptDataError):
+    """A stored value names a type outside the deserialization allowlist; the
+    message names the type and how to allow it. Nothing of it was imported."""
 
 
 class StoreError(AiecsCheckpointError, ConnectionError):
@@ -50,6 +66,9 @@ class TrackingError(AiecsCheckpointError, RuntimeError):
 
 __all__ = [
     "AiecsCheckpointError",
+    "BlockedTypeError",
+    "CorruptDataError",
+    "InvalidArgumentError",
     "InvalidConfigError",
     "InvalidCursorError",
     "InvalidExportError",

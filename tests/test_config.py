@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from aiecs_checkpoint import ContextEngine, ContextEngineSaver, TaskContext, config
 from aiecs_checkpoint.config import Settings, TaskSettings, validate_config
 from aiecs_checkpoint.errors import InvalidConfigError
 
@@ -161,3 +164,73 @@ def test_log_level_number_matches_logging() -> None:
 
 def test_task_settings_is_the_same_class() -> None:
     assert TaskSettings is Settings
+
+
+# -- AIECS_LOG_LEVEL is applied, to the package's loggers only -----------------------
+
+
+@pytest.fixture
+def package_logger() -> Iterator[logging.Logger]:
+    """The package logger, its level and the root's restored afterwards."""
+    logger = logging.getLogger("aiecs_checkpoint")
+    root = logging.getLogger()
+    levels = (logger.level, root.level)
+    config._applied.clear()
+    yield logger
+    logger.setLevel(levels[0])
+    root.setLevel(levels[1])
+    config._applied.clear()
+
+
+def test_an_engine_applies_the_log_level_to_the_package_loggers_only(
+    monkeypatch: pytest.MonkeyPatch, package_logger: logging.Logger
+) -> None:
+    root_level = logging.getLogger().level
+    monkeypatch.setenv("AIECS_LOG_LEVEL", "debug")
+    ContextEngine()
+    assert package_logger.level == logging.DEBUG
+    archive = logging.getLogger("aiecs_checkpoint.archive")
+    assert archive.getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger().level == root_level
+    monkeypatch.setenv("AIECS_LOG_LEVEL", "ERROR")
+    ContextEngineSaver()
+    assert package_logger.level == logging.ERROR
+    package_logger.setLevel(logging.WARNING)  # the application decides in code
+    ContextEngine()
+    assert package_logger.level == logging.WARNING
+
+
+def test_without_the_variable_the_package_logger_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, package_logger: logging.Logger
+) -> None:
+    monkeypatch.delenv("AIECS_LOG_LEVEL", raising=False)
+    package_logger.setLevel(logging.CRITICAL)
+    ContextEngine()
+    assert package_logger.level == logging.CRITICAL
+    assert config.apply_log_level({}) is None
+
+
+def test_a_bad_log_level_fails_where_it_is_applied_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, package_logger: logging.Logger
+) -> None:
+    monkeypatch.setenv("AIECS_LOG_LEVEL", "LOUD")
+    with pytest.raises(InvalidConfigError, match=r"AIECS_LOG_LEVEL.*'LOUD'"):
+        ContextEngine()
+    with pytest.raises(InvalidConfigError, match="AIECS_LOG_LEVEL"):
+        ContextEngineSaver()
+
+
+def test_a_bad_log_level_does_not_break_task_contexts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("AIECS_LOG_LEVEL", raising=False)
+    saver = ContextEngineSaver()
+    monkeypatch.setenv("AIECS_LOG_LEVEL", "LOUD")
+    monkeypatch.setenv("AIECS_ENABLE_PERSISTENCE", "false")
+    assert saver.get_task_context("t").model_tracker == []
+    monkeypatch.setenv("AIECS_ENABLE_PERSISTENCE", "true")
+    monkeypatch.setenv("AIECS_TASK_DIR", str(tmp_path))
+    ctx = TaskContext({"user_id": "u", "chat_id": "c"})
+    assert ctx.enable_persistence and ctx.task_dir == tmp_path
+    with pytest.raises(InvalidConfigError, match="AIECS_LOG_LEVEL"):
+        validate_config()  # still reports every bad variable

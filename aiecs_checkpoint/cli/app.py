@@ -26,6 +26,8 @@ from aiecs_checkpoint._version import __version__
 from aiecs_checkpoint.cli import inspect, migrate, render, storage
 from aiecs_checkpoint.errors import (
     AiecsCheckpointError,
+    BlockedTypeError,
+    CorruptDataError,
     InvalidConfigError,
     InvalidExportError,
     StoreError,
@@ -48,14 +50,14 @@ class CommandError(AiecsCheckpointError):
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, AiecsCheckpointError):
-        return text
-    if isinstance(exc, NotImplementedError) and "serialization type" in text:
+    if isinstance(exc, CorruptDataError) and not isinstance(exc, BlockedTypeError):
         return (
             f"cannot decode stored values ({text}): they were written with another "
             "serializer (encrypted?); pass --saver MODULE:ATTR naming a saver built "
             "with it. export, import, prune and delete need no key"
         )
+    if isinstance(exc, AiecsCheckpointError):
+        return text
     return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
 
 

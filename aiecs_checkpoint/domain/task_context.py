@@ -247,7 +247,8 @@ class TaskContext:
     """Context of one task run: identity, metadata, history, trackers, resources.
 
     Defaults (task_dir, persistence, max context size) come from `Settings`
-    (the AIECS_* environment variables) unless given. Creating a context reads
+    (the AIECS_* environment variables) unless given; `AIECS_LOG_LEVEL` is
+    not a task-context setting and is not read here. Creating a context reads
     its saved history when persistence is enabled and never writes anything;
     leaving a `with` / `async with` block closes every resource, then saves the
     history when persistence is enabled.
@@ -294,7 +295,9 @@ class TaskContext:
     ) -> None:
         if not isinstance(data, Mapping):
             raise ValueError(f"data must be a mapping, got {data!r}")
-        self.settings = Settings.from_env() if settings is None else settings
+        self.settings = (
+            Settings.from_env(log_level=False) if settings is None else settings
+        )
         self.user_id = _text_or_default(data, "user_id", DEFAULT_USER_ID)
         self.chat_id = _text_or_default(data, "chat_id", DEFAULT_CHAT_ID)
         raw_metadata = data.get("metadata")

@@ -33,8 +33,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from aiecs_checkpoint.config import apply_log_level
+from aiecs_checkpoint.domain.serde import CheckedSerializer, checked, unwrap
 from aiecs_checkpoint.engine.latency import Latency
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores.clickhouse.archive import Archive, ArchiveSettings
@@ -47,6 +48,7 @@ from aiecs_checkpoint.stores.redis import client as rc
 from aiecs_checkpoint.stores.redis import twins
 from aiecs_checkpoint.stores.redis.checkpoints import RedisCheckpointStore
 from aiecs_checkpoint.stores.redis.domain import RedisDomainStore
+from aiecs_checkpoint.stores.settings import parse_ttl
 
 logger = logging.getLogger("aiecs_checkpoint")
 
@@ -72,14 +74,25 @@ class EngineCore:
         aredis_client: the asyncio client to use with a sync `redis_client`
             (both configured alike, for the same server).
         key_prefix: prefix of every Redis key, so applications can share a server.
+            Validated on every store; it has no effect on the memory store,
+            whose data is private to the engine already (so one configuration,
+            e.g. `from_env(key_prefix=...)`, serves with and without Redis).
         ttl: `{"default_ttl": minutes, "refresh_on_read": bool}`; off by default.
+            Honoured by the memory and the Redis store alike: each thread
+            expires `default_ttl` minutes after its last write (or read, with
+            `refresh_on_read`).
         cluster: force Redis Cluster mode; detected on connect when None.
+            `cluster=True` without Redis raises `InvalidConfigError`.
         fallback: fall back to the memory store when Redis is unreachable at
             start-up (loudly). Off by default: a misconfigured URL is an error.
         store: a ready checkpoint store (advanced; tests and custom backends).
-        serde: serializer of domain data (messages, metadata, task contexts);
-            LangGraph's `JsonPlusSerializer` by default. A saver built without
-            an engine passes its own, so `EncryptedSerializer` covers both.
+        serde: serializer of everything stored (domain data, and the
+            checkpoints of every saver on this engine), wrapped in a
+            `CheckedSerializer` (allowlisted types, typed decode errors); a
+            strict `JsonPlusSerializer` by default. An engine built without one
+            adopts the serde of the first saver given one, as long as nothing
+            was stored or read with the default yet; a saver with another
+            serde is refused (`use_serde`).
         session_ttl: seconds a session's data (metrics, conversation, task
             context, conversation sessions) lives after its last write; off
             by default. Each session expires on its own.
@@ -109,13 +122,26 @@ class EngineCore:
         archive: ArchiveSettings | Mapping[str, Any] | None = None,
     ) -> None:
         _check_options(key_prefix, session_ttl, max_conversation_messages)
+        apply_log_level()
+        self._ttl_ms, self._refresh_on_read = parse_ttl(ttl)
         self._url = _check_redis(redis_url, redis_client, aredis_client, cluster)
+        redis = (redis_url, redis_client, aredis_client) != (None, None, None)
+        if cluster and not redis:
+            raise InvalidConfigError(
+                "cluster=True needs Redis: pass redis_url=... or redis_client=... "
+                "(with from_env(), set REDIS_URL or REDIS_HOST)"
+            )
+        if store is not None and (ttl is not None or redis):
+            raise InvalidConfigError(
+                "store=... is a ready store: ttl and Redis options do not apply to it"
+            )
         self._clients = (
             None
             if redis_client is None and aredis_client is None
             else twins.from_clients(redis_client, aredis_client)
         )
-        self.serde: SerializerProtocol = serde or JsonPlusSerializer()
+        self._serde = checked(serde)
+        self._serde_bound = serde is not None
         self.session_ttl = session_ttl
         self.max_conversation_messages = max_conversation_messages
         self._latency = Latency()
@@ -124,7 +150,6 @@ class EngineCore:
         self.fallback = fallback
         self.degraded_reason: str | None = None
         self._prefix = key_prefix
-        self._ttl = ttl
         self._cluster = cluster
         self._connected = False
         self._redis: Any = None
@@ -144,6 +169,35 @@ class EngineCore:
             self._build_redis(cluster=bool(cluster))
         else:
             self._use_memory()
+
+    # -- the serializer ----------------------------------------------------------
+
+    @property
+    def serde(self) -> CheckedSerializer:
+        """The serializer of everything this engine stores; using it binds it
+        (a saver can no longer bring another)."""
+        self._serde_bound = True
+        return self._serde
+
+    def use_serde(self, serde: SerializerProtocol | None) -> CheckedSerializer:
+        """The serializer a saver on this engine must use.
+
+        None: the engine's. The engine's own (or its inner serializer): the
+        engine's. Another one: adopted when the engine was built without a
+        serde and has not used its default yet, else `InvalidConfigError`
+        (data stored with one and read with the other would be unreadable,
+        or stored in plaintext next to encrypted checkpoints).
+        """
+        if serde is None or unwrap(serde) is unwrap(self._serde):
+            return self.serde
+        if self._serde_bound:
+            raise InvalidConfigError(
+                f"this engine already stores with {unwrap(self._serde)!r}, "
+                f"not the saver's {unwrap(serde)!r}: give the serializer to the "
+                "engine only (ContextEngine(serde=...)) or the same object to both"
+            )
+        self._serde = checked(serde)
+        return self.serde
 
     # -- running operations ------------------------------------------------------
 
@@ -181,12 +235,15 @@ class EngineCore:
 
     def _use_memory(self) -> None:
         self._redis = self._aredis = None
-        self._use(MemoryStore(), MemoryDomainStore(self.session_ttl), {}, {})
+        store = MemoryStore(self._ttl_ms, self._refresh_on_read)
+        self._use(store, MemoryDomainStore(self.session_ttl), {}, {})
 
     def _build_redis(self, cluster: bool) -> None:
-        ttl_ms, refresh = rc.parse_ttl(self._ttl)
         settings = rc.RedisSettings(
-            prefix=self._prefix, ttl_ms=ttl_ms, refresh_on_read=refresh, cluster=cluster
+            prefix=self._prefix,
+            ttl_ms=self._ttl_ms,
+            refresh_on_read=self._refresh_on_read,
+            cluster=cluster,
         )
         if self._clients is not None:
             clients = self._clients

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiecs_checkpoint.engine.domain_api import DomainAPI, now_us
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores.clickhouse.archive import ArchiveSettings
-from aiecs_checkpoint.stores.ops import Op
+from aiecs_checkpoint.stores.ops import Blocking, Op
 
 
 def redis_url_from_env(env: Mapping[str, str] | None = None) -> str | None:
@@ -60,17 +60,20 @@ class ContextEngine(DomainAPI):
 
     # -- observability ---------------------------------------------------------------
 
-    def _issues(self) -> list[str]:
+    def _issues(self) -> Op[list[str]]:
+        """What is wrong now: a fallback, and a failing archive (its writes or
+        reads, or a ping from this check, off the event loop)."""
         issues = [self.degraded_reason] if self.degraded_reason else []
-        if self.archive is not None and self.archive.counters.last_error:
-            issues.append(
-                f"ClickHouse archive at {self.archive.settings.server} failing "
-                f"(writes queued, retrying): {self.archive.counters.last_error}"
-            )
+        if self.archive is not None:
+            failing = yield Blocking(self.archive.probe)
+            if failing:
+                issues.append(failing)
         return issues
 
-    def _health(self, reachable: str | None, counts: dict[str, Any]) -> dict[str, Any]:
-        issues = self._issues() + ([reachable] if reachable else [])
+    def _health(
+        self, issues: list[str], reachable: str | None, counts: dict[str, Any]
+    ) -> dict[str, Any]:
+        issues = issues + ([reachable] if reachable else [])
         return {
             "status": "degraded" if issues else "healthy",
             "storage_backend": self.storage_backend,
@@ -103,11 +106,12 @@ class ContextEngine(DomainAPI):
 
     def _checked(self) -> Op[dict[str, Any]]:
         """The health report: a store that fails is reported, not raised."""
+        issues = yield from self._issues()
         try:
             counts = yield from self._counted()
         except StoreError as exc:
-            return self._health(str(exc), {})
-        return self._health(None, counts)
+            return self._health(issues, str(exc), {})
+        return self._health(issues, None, counts)
 
     def _metrics(self) -> Op[dict[str, Any]]:
         counts = yield from self._counted()

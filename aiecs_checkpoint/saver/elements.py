@@ -44,6 +44,7 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
 
+from aiecs_checkpoint.domain.serde import unwrap
 from aiecs_checkpoint.stores import refs
 from aiecs_checkpoint.stores.records import Typed
 
@@ -236,10 +237,10 @@ class ElementCodec:
 
     def __init__(self, serde: SerializerProtocol) -> None:
         self.serde = serde
-        inner: Any = serde
+        inner: Any = unwrap(serde)  # a CheckedSerializer's inner serializer
         self._cipher: Any = None
-        if isinstance(serde, EncryptedSerializer):
-            inner, self._cipher = serde.serde, serde.cipher
+        if isinstance(inner, EncryptedSerializer):
+            inner, self._cipher = inner.serde, inner.cipher
         self._inner = inner
         self._plain = isinstance(inner, JsonPlusSerializer)
 

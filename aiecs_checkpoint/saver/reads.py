@@ -20,11 +20,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
-    get_checkpoint_id,
 )
 
 from aiecs_checkpoint.errors import StoreError
 from aiecs_checkpoint.saver.cache import OmittedElement
+from aiecs_checkpoint.saver.checks import check_list_args
 from aiecs_checkpoint.saver.codec import list_scope, matches, parse_config
 from aiecs_checkpoint.saver.context import SaverContext
 from aiecs_checkpoint.saver.sends import MissingElements
@@ -100,8 +100,8 @@ class Reads:
         limit: int | None,
     ) -> Stream:
         """Emit checkpoints newest first (see `ContextEngineSaver.list`)."""
+        before_id, limit = check_list_args(filter, before, limit)
         thread_id, ns, only_id = list_scope(config)
-        before_id = get_checkpoint_id(before) if before else None
         if limit is not None and limit <= 0:
             return
         store = self.ctx.engine.checkpoints

@@ -8,9 +8,9 @@ records of deleted threads or runs are dropped with them.
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Sequence
 
+from aiecs_checkpoint.saver.checks import check_ids, check_run_id
 from aiecs_checkpoint.saver.codec import check_strategy, check_thread_id
 from aiecs_checkpoint.saver.context import SaverContext
 from aiecs_checkpoint.stores.ops import Op
@@ -32,7 +32,8 @@ class Rewrites:
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> Op[None]:
         """Delete the checkpoints and writes of the given runs (and records)."""
-        keys = [k for k in map(run_key, run_ids) if k is not None]
+        checked = check_ids(run_ids, "run_ids", check_run_id)
+        keys = [k for k in map(run_key, checked) if k is not None]
         yield from self.ctx.engine.checkpoints.delete_runs(keys)
         doomed = set(keys)
         for thread_id in self.ctx.records.threads():
@@ -48,7 +49,7 @@ class Rewrites:
     def prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         """Keep the latest checkpoint per namespace (`keep_latest`) or delete all."""
         keep_latest = check_strategy(strategy)
-        threads: builtins.list[str] = [check_thread_id(t) for t in thread_ids]
+        threads = check_ids(thread_ids, "thread_ids", check_thread_id)
         yield from self.ctx.engine.checkpoints.prune(threads, keep_latest)
         for t in threads:
             self.ctx.cache.forget_thread(t)

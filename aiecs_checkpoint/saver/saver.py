@@ -10,6 +10,7 @@ twins cannot behave differently; sync methods never touch the event loop.
 from __future__ import annotations
 
 import builtins
+import copy
 import random
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -26,6 +27,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from aiecs_checkpoint.domain.serde import checked
 from aiecs_checkpoint.domain.task_context import TaskContext
 from aiecs_checkpoint.engine import ContextEngine
 from aiecs_checkpoint.errors import InvalidConfigError
@@ -49,7 +51,12 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
     Args:
         engine: The engine to store into; a new memory-backed engine by default.
         serde: Serializer for everything stored, metadata included (for example an
-            `EncryptedSerializer`, so nothing is kept in plaintext).
+            `EncryptedSerializer`, so nothing is kept in plaintext). It governs
+            the engine's data too (sessions, mirrored messages): an engine
+            built without a serde adopts it; an engine with another one is
+            refused with `InvalidConfigError`. Wrapped in a `CheckedSerializer`
+            (`self.serde`): only allowlisted types are revived, and a value
+            that cannot be decoded raises `CorruptDataError`.
         track_sessions: Keep the engine session whose id is the thread id in
             step with each run (requests, processing time, errors, user id).
         mirror_messages: With `track_sessions`, also append the messages of a
@@ -69,7 +76,6 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         mirror_messages: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        super().__init__(serde=serde)
         if (
             isinstance(cache_bytes, bool)
             or not isinstance(cache_bytes, int)
@@ -79,9 +85,12 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
                 f"cache_bytes must be an int >= 0, got {cache_bytes!r}"
             )
         self._cache_bytes = cache_bytes
-        self.engine = engine if engine is not None else ContextEngine(serde=self.serde)
         if mirror_messages and not track_sessions:
             raise InvalidConfigError("mirror_messages=True needs track_sessions=True")
+        if engine is None:
+            engine = ContextEngine(serde=serde)
+        super().__init__(serde=engine.use_serde(serde))
+        self.engine = engine
         self._sessions = (
             SessionTracker(self.engine, mirror_messages=mirror_messages)
             if track_sessions
@@ -109,15 +118,19 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
     def with_allowlist(
         self, extra_allowlist: Collection[tuple[str, ...]]
     ) -> ContextEngineSaver:
-        """A clone sharing the storage, with a stricter msgpack allowlist.
+        """A clone sharing the storage that also revives `extra_allowlist`'s
+        types ((module, name) tuples): LangGraph calls it with the state
+        schema's types when `LANGGRAPH_STRICT_MSGPACK=true`.
 
-        The clone gets its own caches, so nothing decoded under the looser
-        allowlist is handed out by it.
+        The clone gets its own caches, so nothing decoded under one allowlist
+        is handed out under the other.
         """
-        clone = super().with_allowlist(extra_allowlist)
-        if clone is not self:
-            assert isinstance(clone, ContextEngineSaver)
-            clone._build_parts()
+        serde = checked(self.serde).with_msgpack_allowlist(extra_allowlist)
+        if serde is self.serde:
+            return self
+        clone = copy.copy(self)
+        clone.serde = serde
+        clone._build_parts()
         return clone
 
     # -- construction and context management ---------------------------------------
@@ -128,22 +141,46 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         conn_string: str,
         *,
         serde: SerializerProtocol | None = None,
+        track_sessions: bool = False,
+        mirror_messages: bool = False,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         **engine_options: Any,
     ) -> ContextEngineSaver:
         """A saver on Redis at `conn_string`; use it as `with` or `async with`.
 
-        `engine_options` are `ContextEngine`'s (key_prefix, ttl, cluster, fallback).
+        `engine_options` are `ContextEngine`'s (key_prefix, ttl, cluster, fallback,
+        ...); `serde` serializes the engine's data and the checkpoints alike.
         Entering connects (and detects a cluster); leaving closes the connections.
         """
-        engine = ContextEngine(redis_url=conn_string, **engine_options)
-        return cls(engine, serde=serde)
+        engine = ContextEngine(redis_url=conn_string, serde=serde, **engine_options)
+        return cls(
+            engine,
+            serde=serde,
+            track_sessions=track_sessions,
+            mirror_messages=mirror_messages,
+            cache_bytes=cache_bytes,
+        )
 
     @classmethod
     def from_env(
-        cls, *, serde: SerializerProtocol | None = None, **engine_options: Any
+        cls,
+        *,
+        serde: SerializerProtocol | None = None,
+        track_sessions: bool = False,
+        mirror_messages: bool = False,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        **engine_options: Any,
     ) -> ContextEngineSaver:
-        """A saver configured from `REDIS_URL` / `REDIS_HOST`... (memory if unset)."""
-        return cls(ContextEngine.from_env(**engine_options), serde=serde)
+        """A saver configured from `REDIS_URL` / `REDIS_HOST`... (memory if unset);
+        `serde` serializes the engine's data and the checkpoints alike."""
+        engine = ContextEngine.from_env(serde=serde, **engine_options)
+        return cls(
+            engine,
+            serde=serde,
+            track_sessions=track_sessions,
+            mirror_messages=mirror_messages,
+            cache_bytes=cache_bytes,
+        )
 
     def __enter__(self) -> ContextEngineSaver:
         self.engine.connect()

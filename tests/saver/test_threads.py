@@ -466,9 +466,11 @@ def test_listing_falls_back_to_the_hot_store_when_the_archive_is_down(
     )
     engine = engine_for("memory", archive=settings)
     with ContextEngineSaver(engine) as saver:
-        put(saver, "a", {"step": 0})
+        # put without reading first: a thread the hot store lacks cannot be
+        # read while the archive is down (StoreError)
+        saver.put(cfg("a"), empty_checkpoint(), {"step": 0}, {})
         tick()
-        put(saver, "b", {"step": 0})
+        saver.put(cfg("b"), empty_checkpoint(), {"step": 0}, {})
         with caplog.at_level(logging.WARNING, logger="aiecs_checkpoint.archive"):
             assert ids(saver.list_threads()) == ["b", "a"]
         assert engine.archive is not None

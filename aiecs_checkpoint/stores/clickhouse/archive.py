@@ -22,20 +22,35 @@ delivers newer rows of the thread first, the late delete leaves them alone.
 Reads (restoring a thread the hot store no longer has, a page of the thread
 listing from `context_threads`) use a sync client with bound parameters
 (`{thread:String}`) and `FINAL`, so a re-delivered batch is never seen twice.
+A read that cannot reach ClickHouse raises `StoreError`; `probe()` tells a
+health check whether reads and writes work now.
+
+An archive that is not closed is closed at interpreter exit: what is queued
+is flushed within `close_timeout`, and what could not be is logged (WARNING,
+with the count) instead of vanishing silently.
+
+Only ClickHouse and network failures (`clickhouse_connect`'s `ClickHouseError`,
+`OSError`, timeouts) count as an unavailable archive; anything else is a bug,
+logged with its traceback, never disguised as `StoreError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
+import importlib.util
 import logging
+import math
 import os
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores import thread_model as model
@@ -45,8 +60,25 @@ logger = logging.getLogger("aiecs_checkpoint.archive")
 
 Overflow = Literal["drop_oldest", "block"]
 
+T = TypeVar("T")
+
 READ_BACKOFF_S = 5.0
 """After a failed archive read, reads fail fast for this long."""
+
+INSTALLED = all(
+    importlib.util.find_spec(name) is not None
+    for name in ("clickhouse_connect", "aiohttp")  # the async client needs both
+)
+"""False without the `clickhouse` extra (the engine then refuses `archive=`)."""
+
+
+def failures() -> tuple[type[BaseException], ...]:
+    """What an unavailable or failing ClickHouse raises (imported late: the
+    driver takes a quarter of a second to import)."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    return (ClickHouseError, OSError, asyncio.TimeoutError)
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -85,6 +117,14 @@ class ArchiveSettings:
         for name in ("flush_interval", "block_timeout", "close_timeout"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and value >= 0, name, value)
+        timeout = self.connect_timeout
+        _check(
+            isinstance(timeout, (int, float))
+            and not isinstance(timeout, bool)
+            and 0 < timeout < float("inf"),
+            "connect_timeout",
+            timeout,
+        )
         _check(self.overflow in ("drop_oldest", "block"), "overflow", self.overflow)
 
     @property
@@ -115,14 +155,17 @@ class ArchiveSettings:
             database=env.get("CLICKHOUSE_DATABASE", "default"),
         )
 
-    def client_options(self) -> dict[str, Any]:
+    def client_options(self, asynchronous: bool = False) -> dict[str, Any]:
+        """clickhouse-connect's client arguments (the sync client takes whole
+        seconds of connect timeout: rounded up, never down to 0)."""
+        timeout = self.connect_timeout
         return {
             "host": self.host,
             "port": self.port,
             "username": self.user,
             "password": self.password,
             "secure": self.secure,
-            "connect_timeout": self.connect_timeout,
+            "connect_timeout": timeout if asynchronous else max(1, math.ceil(timeout)),
             "autogenerate_session_id": False,
         }
 
@@ -166,12 +209,18 @@ class ArchiveCounters:
     failed_reads: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    last_read_error: str | None = None
 
 
 class Archive:
     """Dual-write target and restore source; safe to share between threads."""
 
     def __init__(self, settings: ArchiveSettings) -> None:
+        if not INSTALLED:
+            raise InvalidConfigError(
+                "the ClickHouse archive needs the clickhouse extra: "
+                "pip install 'aiecs-checkpoint[clickhouse]'"
+            )
         self.settings = settings
         self.counters = ArchiveCounters()
         self._queue: deque[tuple[int, _Entry]] = deque()
@@ -204,11 +253,13 @@ class Archive:
                 target=self._main, name="aiecs-archive", daemon=True
             )
             self._thread.start()
+            _LIVE.add(self)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush what is queued (within the timeout), stop the writer; True when
         nothing was left behind."""
         timeout = self.settings.close_timeout if timeout is None else timeout
+        _LIVE.discard(self)
         flushed = self.flush(timeout)
         with self._cond:
             self._stopping = True
@@ -216,17 +267,46 @@ class Archive:
         if self._thread is not None:
             self._thread.join(timeout=max(1.0, timeout))
             self._thread = None
-        left = len(self._queue)
-        if left:
+        with self._cond:
+            rows, deletes = self._left()
+        if rows or deletes:
             logger.error(
-                "ClickHouse archive closed with %d entries not archived (%s)",
-                left,
+                "ClickHouse archive at %s closed with %d rows and %d deletes not "
+                "archived (%s)",
+                self.settings.server,
+                rows,
+                deletes,
                 self.counters.last_error,
             )
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        return flushed and not left
+        return flushed and not (rows or deletes)
+
+    def _left(self) -> tuple[int, int]:
+        """(rows, deletes) still queued (call with `_cond` held)."""
+        rows = sum(isinstance(entry, _Insert) for _, entry in self._queue)
+        return rows, len(self._queue) - rows
+
+    def _at_exit(self) -> None:
+        """Flush at interpreter exit (never closed): within `close_timeout`,
+        then log a WARNING with what was dropped."""
+        timeout = self.settings.close_timeout
+        if self.flush(timeout):
+            return
+        with self._cond:
+            rows, deletes = self._left()
+        if rows or deletes:
+            logger.warning(
+                "ClickHouse archive at %s: %d rows and %d deletes dropped at exit, "
+                "not archived within close_timeout=%ss (call close() or "
+                "ContextEngine.close() before exiting): %s",
+                self.settings.server,
+                rows,
+                deletes,
+                timeout,
+                self.counters.last_error or "timed out",
+            )
 
     # -- the hot path's side: enqueue -------------------------------------------------
 
@@ -325,6 +405,7 @@ class Archive:
 
         with self._cond:
             self._loop = asyncio.get_running_loop()
+            self._loop.set_default_executor(_ThreadPerCall())
             self._wake = asyncio.Event()
         client: Any = None
         delay = 0.1
@@ -343,13 +424,19 @@ class Archive:
                 try:
                     if client is None:
                         client = await clickhouse_connect.get_async_client(
-                            **self.settings.client_options(), compress=False
+                            **self.settings.client_options(asynchronous=True),
+                            compress=False,
                         )
                     if not self._ready:
                         await self._create_tables(client)
                         self._ready = True
                     await self._write(client, batch)
                 except Exception as exc:
+                    if not isinstance(exc, failures()):
+                        logger.exception(
+                            "ClickHouse archive writer failed unexpectedly; the "
+                            "batch stays queued and is retried"
+                        )
                     self._failed(exc)
                     if client is not None:
                         await _close_quietly(client)
@@ -521,26 +608,58 @@ class Archive:
 
     def _query(self, sql: str, parameters: dict[str, Any], table: str) -> list[Any]:
         """Run a read; while the archive is known to be failing, fail fast (a
-        graph's first read of a new thread must not wait on a dead server)."""
+        graph's first read of a new thread must not wait on a dead server).
+        `StoreError` when ClickHouse cannot answer."""
         failing = self.counters.last_error
         if failing is not None or time.monotonic() < self._reader_down_until:
             raise StoreError(
                 f"ClickHouse archive at {self.settings.server} unavailable: "
-                f"{failing or 'recent read failed'}"
+                f"{failing or self.counters.last_read_error or 'recent read failed'}"
             )
         try:
             result = self._client().query(
                 sql, parameters=parameters, column_formats=C.BINARY[table]
             )
-        except Exception as exc:
-            with self._reader_lock:
-                self._reader = None
-                self._reader_down_until = time.monotonic() + READ_BACKOFF_S
-            raise StoreError(
-                f"ClickHouse archive at {self.settings.server} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        except failures() as exc:
+            raise self._read_failed(exc) from exc
+        self.counters.last_read_error = None
         return list(result.result_rows)
+
+    def _read_failed(self, exc: BaseException) -> StoreError:
+        """Note a failed read (reads fail fast for `READ_BACKOFF_S`)."""
+        message = f"{type(exc).__name__}: {exc}"
+        with self._reader_lock:
+            self._reader = None
+            self._reader_down_until = time.monotonic() + READ_BACKOFF_S
+            self.counters.last_read_error = message
+        server = self.settings.server
+        return StoreError(f"ClickHouse archive at {server} failed: {message}")
+
+    def probe(self) -> str | None:
+        """What fails now (for health checks), None when ClickHouse answers:
+        failing writes, a read failure in the last `READ_BACKOFF_S` seconds, or
+        else a ping (so an archive is reported unreachable from start-up, before
+        any write or read failed). Blocking: run it off the event loop."""
+        server = self.settings.server
+        if self.counters.last_error is not None:
+            return (
+                f"ClickHouse archive at {server} failing (writes queued, "
+                f"retrying): {self.counters.last_error}"
+            )
+        if time.monotonic() < self._reader_down_until:
+            return (
+                f"ClickHouse archive at {server} failing (reads of threads the "
+                f"hot store lost raise StoreError): {self.counters.last_read_error}"
+            )
+        try:
+            answered = self._client().ping()
+        except failures() as exc:
+            error = self._read_failed(exc)
+            return f"{error} (reads of threads the hot store lost raise StoreError)"
+        if not answered:
+            self._read_failed(ConnectionError("ping failed"))
+            return f"ClickHouse archive at {server} does not answer ping"
+        return None
 
     def read_thread(
         self, thread_id: str, after: datetime | None = None
@@ -614,6 +733,40 @@ class Archive:
             C.CHECKPOINTS,
         )
         return [r[0] for r in rows]
+
+
+class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
+    """The worker loop's default executor: each blocking helper of the client
+    (DNS lookups, response parsing) runs in a thread of its own. Unlike a
+    thread pool, it keeps working at interpreter exit, when pools refuse new
+    work: the exit flush needs it. (A `ThreadPoolExecutor` subclass because
+    asyncio accepts no other; its pool is never used.)"""
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="aiecs-archive-io", daemon=True).start()
+        return future
+
+
+_LIVE: weakref.WeakSet[Archive] = weakref.WeakSet()
+"""Started archives not closed yet (closed at interpreter exit)."""
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for archive in list(_LIVE):
+        archive._at_exit()
 
 
 async def _close_quietly(client: Any) -> None:

@@ -5,8 +5,14 @@ then its rows are queued for the archive; the archive can never slow down or
 fail a write. A read the hot store cannot answer (a thread expired by TTL, or a
 flushed / replaced Redis) restores the whole thread from the archive into the
 hot store and is answered from there, so every read path (get, list, the delta
-walk, state history) returns exactly what was saved. Threads found absent from
-the archive are remembered briefly, so a new thread costs one archive query.
+walk, state history) returns exactly what was saved. Threads ClickHouse said
+it lacks are remembered briefly, so a new thread costs one archive query.
+
+A read the archive must answer and cannot raises `StoreError`, changing
+nothing: ClickHouse unreachable, or this process still queueing rows of the
+thread it cannot deliver. A thread is never reported absent (and started anew
+by a resumed graph) unless ClickHouse said so. So while the archive is down, a
+thread id the hot store does not hold, a new one included, cannot be read.
 
 History rewrites (prune, delete_for_runs, copy_thread) restore what they need,
 run on the hot store, then replace the thread's archived rows with the result:
@@ -120,13 +126,14 @@ def _stamp() -> tuple[int, datetime]:
 class _Absent:
     """Threads recently found in neither tier (bounded, expiring)."""
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 10_000, ttl_s: float = ABSENT_TTL_S) -> None:
         self._size = size
+        self._ttl_s = ttl_s
         self._at: OrderedDict[str, float] = OrderedDict()
 
     def __contains__(self, thread_id: object) -> bool:
         at = self._at.get(thread_id)  # type: ignore[call-overload]
-        return at is not None and time.monotonic() - at < ABSENT_TTL_S
+        return at is not None and time.monotonic() - at < self._ttl_s
 
     def add(self, thread_id: str) -> None:
         self._at[thread_id] = time.monotonic()
@@ -144,6 +151,9 @@ class _Tiering:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         self.absent = _Absent()
+        self.emptied = _Absent(ttl_s=float("inf"))
+        """Threads whose last queued entry here empties them (a delete): while
+        it is queued, ClickHouse's rows of them are known to be stale."""
 
     def archived_put(
         self,
@@ -155,6 +165,7 @@ class _Tiering:
         C.checkpoint_rows(row, values, assigned, rows)
         self.archive.enqueue(rows, row.thread_id)
         self.absent.discard(row.thread_id)
+        self.emptied.discard(row.thread_id)
 
     def archived_writes(
         self, thread_id: str, ns: str, cid: str, writes: Sequence[WriteRow]
@@ -162,6 +173,7 @@ class _Tiering:
         rows = C.Rows.empty()
         C.write_rows(thread_id, ns, cid, writes, rows)
         self.archive.enqueue(rows, thread_id)
+        self.emptied.discard(thread_id)
 
     def replace(self, thread_id: str, thread: model.Thread, at: datetime) -> None:
         """Queue: remove the thread's rows archived up to `at`, then write
@@ -172,8 +184,11 @@ class _Tiering:
         C.delete_row(thread_id, at, rows)
         C.thread_rows(thread_id, thread, rows, at + timedelta(microseconds=1))
         self.archive.enqueue(rows, thread_id)
-        if not thread:
+        if thread:
+            self.emptied.discard(thread_id)
+        else:
             self.absent.add(thread_id)
+            self.emptied.add(thread_id)
 
     def threads_for_runs(self, run_keys: Sequence[str]) -> builtins.list[str]:
         """Threads with checkpoints of those runs in the archive or on their way
@@ -197,30 +212,33 @@ class _Tiering:
         resume = (page[-1].ms, page[-1].thread_id) if len(page) == limit else None
         return [a for a in page if not self.archive.pending(a.thread_id)], resume
 
-    def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread | None:
-        """The archived thread, without rows archived before `deleted_us`: {}
-        when absent or the archive is unavailable, None when this process still
-        queues rows or deletes of it (what ClickHouse holds is stale and cannot
-        be restored yet; a thread this process emptied is in `absent`)."""
+    def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread:
+        """The archived thread, without rows archived before `deleted_us` ({}
+        when ClickHouse has none). `StoreError` when it cannot say: ClickHouse
+        unreachable, or this process still queues rows of the thread (what
+        ClickHouse holds is stale). A thread this process emptied is {} while
+        its delete is queued."""
         if thread_id in self.absent:
             return {}
         if self.archive.pending(thread_id):
+            if thread_id in self.emptied:
+                return {}
             self.archive.flush(PENDING_FLUSH_S)
             if self.archive.pending(thread_id):
-                return None
+                raise _behind(thread_id)
+        self.emptied.discard(thread_id)
         after = None
         if deleted_us is not None:
             after = _EPOCH + timedelta(microseconds=deleted_us)
         try:
             thread = self.archive.read_thread(thread_id, after)
         except StoreError as exc:
-            # The writer already reports an unreachable archive (once, WARNING);
-            # a miss during an outage is counted, not logged per thread.
-            logger.debug(
-                "cannot restore thread %r from the archive: %s", thread_id, exc
-            )
             self.archive.counters.failed_reads += 1
-            return {}
+            raise StoreError(
+                f"thread {thread_id!r} is not in the hot store and the archive "
+                f"cannot be read to restore it ({exc}); nothing was changed, "
+                "try again when ClickHouse is reachable"
+            ) from exc
         if not thread:
             self.absent.add(thread_id)
         return thread
@@ -245,13 +263,13 @@ class ArchivedStore:
         self.backend = hot.backend
         self.skips_held = hot.skips_held
 
-    def _restore(self, thread_id: str, strict: bool = False) -> Op[bool]:
+    def _restore(self, thread_id: str) -> Op[bool]:
+        """Restore a thread the hot store lacks: True when the archive had it
+        (`StoreError` when the archive cannot say)."""
         if thread_id in self.tier.absent:
             return False
         deleted_us = yield from self.hot.deleted_at(thread_id)
         thread = yield Blocking(self.tier.fetch, (thread_id, deleted_us))
-        if thread is None and strict:
-            raise _behind(thread_id)
         if thread:
             yield from self.hot.import_thread(thread_id, thread)
         return bool(thread)
@@ -331,7 +349,7 @@ class ArchivedStore:
         ids = builtins.list(dict.fromkeys(thread_ids))
         for t in ids:
             if (yield from self._absent(t)):
-                yield from self._restore(t, strict=True)
+                yield from self._restore(t)
         return ids
 
     def _marked(

@@ -12,6 +12,15 @@ list. A put, copy or import moves one entry; a delete (thread, prune, the
 last checkpoint of `delete_for_runs`) removes it; a page of threads is a bisect
 and a slice, so listing never looks at more than the threads it visits.
 
+With a TTL (`ttl_ms`), each thread has a deadline, moved by every write
+(put, writes, copy into it, restore, rewrite) and, with `refresh_on_read`, by
+every read of it (get, list, the delta walk): all its namespaces, values,
+writes and index entries live exactly as long as the thread, as on Redis. The
+TTL is the same for every thread, so deadlines are ordered as the threads were
+last touched: `_deadlines` keeps them in that order, and each operation first
+drops the expired threads from its front (an expired thread is gone from get,
+list, list_threads and delete_for_runs at once, and its memory is freed).
+
 One re-entrant lock serializes access; every operation is a few dictionary
 steps and never runs user code under the lock. Operations need no I/O: each
 is an `Op` that yields no request (`yield from NO_IO`), so the engine's sync
@@ -57,18 +66,51 @@ RunRef = tuple[str, str, str]
 
 
 class MemoryStore:
-    """Checkpoint storage in process memory; safe to share between threads."""
+    """Checkpoint storage in process memory; safe to share between threads.
+
+    Args:
+        ttl_ms: each thread's lifetime after its last write (0: forever).
+        refresh_on_read: reads of a thread extend its lifetime too.
+    """
 
     backend = "memory"
     skips_held = True
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_ms: int = 0, refresh_on_read: bool = False) -> None:
         self._lock = threading.RLock()
         self._threads: dict[str, model.Thread] = {}
         self._runs: dict[str, set[RunRef]] = {}
         self._deleted: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._activity: dict[str, int] = {}
         self._recent: list[tuple[int, str]] = []
+        self._ttl_s = ttl_ms / 1000
+        self._refresh_on_read = refresh_on_read and ttl_ms > 0
+        self._deadlines: OrderedDict[str, float] = OrderedDict()
+
+    # -- TTL -------------------------------------------------------------------
+
+    def _keep(self, thread_id: str) -> None:
+        """A write to the thread: its deadline moves to now + TTL (lock held)."""
+        if self._ttl_s and thread_id in self._threads:
+            self._deadlines[thread_id] = time.monotonic() + self._ttl_s
+            self._deadlines.move_to_end(thread_id)
+
+    def _read(self, thread_id: str) -> None:
+        """A read of the thread: with `refresh_on_read`, a write (lock held)."""
+        if self._refresh_on_read:
+            self._keep(thread_id)
+
+    def _expire(self) -> None:
+        """Drop every thread whose deadline has passed (oldest first)."""
+        if not self._deadlines:
+            return
+        with self._lock:
+            now = time.monotonic()
+            while self._deadlines:
+                thread_id, deadline = next(iter(self._deadlines.items()))
+                if deadline > now:
+                    break
+                self._delete_thread(thread_id)
 
     def _namespace(self, thread_id: str, checkpoint_ns: str) -> model.Namespace:
         thread = self._threads.setdefault(thread_id, {})
@@ -84,6 +126,7 @@ class MemoryStore:
     ) -> Op[dict[str, ListValue]]:
         """Store a checkpoint and its new channel values atomically."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             ns = self._namespace(row.thread_id, row.checkpoint_ns)
             assigned, replaced = model.put_checkpoint(ns, row, values)
@@ -91,6 +134,7 @@ class MemoryStore:
                 self._unindex([replaced])
             self._index([row])
             self._touch(row.thread_id, now_ms())
+            self._keep(row.thread_id)
             return assigned
 
     def put_writes(
@@ -98,8 +142,10 @@ class MemoryStore:
     ) -> Op[None]:
         """Store a task's writes: special ones overwrite, regular are first-wins."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             model.put_writes(self._namespace(thread_id, ns), cid, rows)
+            self._keep(thread_id)
 
     # -- reading -------------------------------------------------------------
 
@@ -109,12 +155,16 @@ class MemoryStore:
         """The checkpoint by id, or the latest of the namespace when id is None,
         without the list elements the reader holds (`held`)."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             space = self._ns(thread_id, ns)
             if space is None or not space.ids:
                 return None
             row = space.rows.get(cid or space.ids[-1])
-            return None if row is None else model.resolve(space, row, held)
+            if row is None:
+                return None
+            self._read(thread_id)
+            return model.resolve(space, row, held)
 
     def list(
         self,
@@ -125,6 +175,7 @@ class MemoryStore:
     ) -> Stream:
         """Checkpoints newest first (by id) across the selected threads/namespaces."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             threads = [thread_id] if thread_id is not None else list(self._threads)
             sources = [
@@ -153,11 +204,13 @@ class MemoryStore:
     ) -> Iterator[StoredTuple]:
         cursor = before
         while True:
+            self._expire()
             hold = held(thread_id) if held is not None else None
             with self._lock:
                 space = self._ns(thread_id, ns)
                 if space is None:
                     return
+                self._read(thread_id)
                 hi = len(space.ids)
                 if cursor is not None:
                     hi = bisect.bisect_left(space.ids, cursor)
@@ -175,18 +228,23 @@ class MemoryStore:
     ) -> Op[DeltaHistory | None]:
         """Walk the parent chain of a checkpoint once for all `channels`."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             space = self._ns(thread_id, ns)
             if space is None or not space.ids:
                 return None
             target = space.rows.get(cid or space.ids[-1])
-            return None if target is None else model.walk(space, target, channels)
+            if target is None:
+                return None
+            self._read(thread_id)
+            return model.walk(space, target, channels)
 
     def log_items(
         self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs
     ) -> Op[builtins.list[Typed]]:
         """The serialized elements at `runs` of an element log."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             space = self._ns(thread_id, ns)
             log = space.logs.get((channel, epoch), []) if space else []
@@ -200,6 +258,7 @@ class MemoryStore:
     def delete_thread(self, thread_id: str) -> Op[None]:
         """Remove every namespace, checkpoint, value and write of a thread."""
         yield from NO_IO
+        self._expire()
         self._delete_thread(thread_id)
 
     def _delete_thread(self, thread_id: str) -> None:
@@ -207,11 +266,13 @@ class MemoryStore:
             for ns in self._threads.pop(thread_id, {}).values():
                 self._unindex(ns.rows.values())
             self._untrack(thread_id)
+            self._deadlines.pop(thread_id, None)
 
     def delete_runs(self, run_keys: Iterable[str]) -> Op[None]:
         """Remove the checkpoints (and their writes) of the given runs, and the
         tracking records those runs left on other runs' checkpoints."""
         yield from NO_IO
+        self._expire()
         keys = set(run_keys)
         with self._lock:
             doomed: dict[tuple[str, str], set[str]] = {}
@@ -224,10 +285,13 @@ class MemoryStore:
             for (t, n), cids in doomed.items():
                 self._unindex(model.delete_ids(self._threads[t][n], cids))
                 self._drop_if_empty(t, n)
+            for t in {t for t, _ in doomed}:
+                self._keep(t)  # rewritten, as on Redis
 
     def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> Op[None]:
         """Keep only the latest checkpoint per namespace, or delete the threads."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             for t in thread_ids:
                 if not keep_latest:
@@ -235,10 +299,12 @@ class MemoryStore:
                     continue
                 for ns in self._threads.get(t, {}).values():
                     self._unindex(model.keep_latest(ns))
+                self._keep(t)
 
     def copy_thread(self, source: str, target: str) -> Op[None]:
         """Copy a whole thread (every namespace, full parent chains) to another id."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             src = self._threads.get(source)
             if src:
@@ -247,24 +313,28 @@ class MemoryStore:
                 )
                 self._index(added)
                 self._touch(target, now_ms())
+                self._keep(target)
 
     # -- whole threads (archive restore) ----------------------------------------
 
     def export_thread(self, thread_id: str) -> Op[model.Thread]:
         """A deep copy of a thread ({} when absent), e.g. to archive it whole."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             return model.clone(self._threads.get(thread_id, {}))
 
     def thread_records(self, thread_id: str) -> Op[builtins.list[WriteRow]]:
         """Every tracking record write of the thread."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             return model.records(self._threads.get(thread_id, {}))
 
     def import_thread(self, thread_id: str, thread: model.Thread) -> Op[None]:
         """Replace a thread with `thread` (restoring it from the archive)."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             known = self._activity.get(thread_id)
             self._delete_thread(thread_id)
@@ -273,6 +343,7 @@ class MemoryStore:
                 for ns in thread.values():
                     self._index(ns.rows.values())
                 self._touch(thread_id, known or restored_activity_ms(thread))
+                self._keep(thread_id)
 
     def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> Op[None]:
         """Remember a deletion (the archive's restore must not undo it)."""
@@ -355,6 +426,7 @@ class MemoryStore:
     ) -> Op[tuple[Sequence[Head], ThreadKey | None]]:
         """A page of threads, newest activity first, from the activity index."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             hi = len(self._recent)
             if before is not None:
@@ -374,6 +446,7 @@ class MemoryStore:
     ) -> Op[Sequence[tuple[CheckpointRow | None, int | None]]]:
         """Per thread: its latest row and when it was last deleted (µs)."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             return [
                 (latest_row(self._threads.get(t)), self._deleted_at(t))
@@ -389,6 +462,7 @@ class MemoryStore:
     def count_checkpoints(self) -> Op[int]:
         """Number of checkpoints stored, every thread and namespace."""
         yield from NO_IO
+        self._expire()
         with self._lock:
             return sum(
                 len(ns.rows) for t in self._threads.values() for ns in t.values()

@@ -24,7 +24,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -36,6 +36,7 @@ from aiecs_checkpoint.errors import (
 )
 from aiecs_checkpoint.stores.ops import Op, Request
 from aiecs_checkpoint.stores.redis import domain_scripts, scripts
+from aiecs_checkpoint.stores.settings import parse_ttl
 
 try:
     import redis
@@ -70,25 +71,6 @@ class RedisSettings:
     cluster: bool = False
     retries: int = 3
     backoff_s: float = 0.05
-
-
-def parse_ttl(ttl: Mapping[str, Any] | None) -> tuple[int, bool]:
-    """`{"default_ttl": minutes, "refresh_on_read": bool}` -> (ms, refresh)."""
-    if ttl is None:
-        return 0, False
-    if not isinstance(ttl, Mapping):
-        raise InvalidConfigError(f"ttl must be a mapping, got {ttl!r}")
-    unknown = set(ttl) - {"default_ttl", "refresh_on_read"}
-    if unknown:
-        raise InvalidConfigError(f"unknown ttl option(s): {sorted(unknown)}")
-    minutes = ttl.get("default_ttl")
-    if minutes is None:
-        return 0, bool(ttl.get("refresh_on_read", False))
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
-        raise InvalidConfigError(f"ttl['default_ttl'] must be minutes, got {minutes!r}")
-    if minutes <= 0:
-        raise InvalidConfigError(f"ttl['default_ttl'] must be > 0, got {minutes!r}")
-    return max(1, round(minutes * 60_000)), bool(ttl.get("refresh_on_read", False))
 
 
 # -- URLs ------------------------------------------------------------------------

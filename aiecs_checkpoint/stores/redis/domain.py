@@ -24,6 +24,7 @@ from typing import Any
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
+from aiecs_checkpoint.domain.serde import unwrap
 from aiecs_checkpoint.errors import InvalidConfigError, StoreError
 from aiecs_checkpoint.stores.domain_records import (
     RUNS_KEPT,
@@ -72,7 +73,8 @@ class RedisDomainStore:
     def _sealing(self) -> SerializerProtocol | None:
         """The engine's serializer when it encrypts, else None."""
         serde = self._serde() if self._serde is not None else None
-        return serde if isinstance(serde, EncryptedSerializer) else None
+        encrypts = serde is not None and isinstance(unwrap(serde), EncryptedSerializer)
+        return serde if encrypts else None
 
     def _seal(self) -> Callable[[str], Typed] | None:
         serde = self._sealing()

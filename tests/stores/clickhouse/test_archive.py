@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import clickhouse_connect
 import pytest
 import redis
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
@@ -70,6 +71,20 @@ def _forget_hot(engine: ContextEngine, prefix: str) -> None:
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
         client.delete(key)
     client.close()
+
+
+def _put_steps(saver: ContextEngineSaver, thread: str, runs: list[str]) -> None:
+    """One checkpoint (and a pending write) per run id, put without reading:
+    how a thread gets into the hot store while the archive cannot be read."""
+    config: Any = _cfg(thread)
+    for i, run_id in enumerate(runs):
+        checkpoint = empty_checkpoint()
+        version = f"{i + 1:032}.0"
+        checkpoint["channel_values"] = {"log": [f"step {i}"] * (i + 1)}
+        checkpoint["channel_versions"] = {"log": version}
+        metadata = {"run_id": run_id, "step": i, "source": "loop"}
+        config = saver.put(config, checkpoint, metadata, {"log": version})
+        saver.put_writes(config, [("log", [f"w{i}"])], f"task-{i}")
 
 
 def _count(settings: ArchiveSettings, table: str, thread: str) -> int:
@@ -279,11 +294,10 @@ async def test_outage_loses_nothing_and_never_reaches_the_hot_path(
         graph = _graph(saver)
         archive = saver.engine.archive
         assert archive is not None
-        await graph.ainvoke({"log": []}, _cfg("warmup"))
-        assert await asyncio.to_thread(archive.flush, 10)
-        own_clickhouse.stop()
         threads = [f"o{i}" for i in range(8)]
         await asyncio.gather(*(graph.ainvoke({"log": []}, _cfg(t)) for t in threads))
+        assert await asyncio.to_thread(archive.flush, 10)
+        own_clickhouse.stop()
         await asyncio.gather(
             *(graph.ainvoke(Command(resume="r"), _cfg(t)) for t in threads)
         )
@@ -293,6 +307,9 @@ async def test_outage_loses_nothing_and_never_reaches_the_hot_path(
         health = await saver.engine.health_check()
         assert health["status"] == "degraded"
         assert any("ClickHouse archive" in issue for issue in health["issues"])
+        # a thread the hot store lacks cannot be told apart from a lost one
+        with pytest.raises(StoreError, match="ClickHouse"):
+            await graph.ainvoke({"log": []}, _cfg("started-during-the-outage"))
         own_clickhouse.start()
         assert await asyncio.to_thread(archive.flush, 30)
         after = archive.metrics()
@@ -309,7 +326,7 @@ def test_full_outbox_drops_oldest_and_counts_it() -> None:
     )
     engine = ContextEngine(archive=settings)
     with ContextEngineSaver(engine) as saver:
-        _graph(saver).invoke({"log": []}, _cfg("x"))
+        _put_steps(saver, "x", ["r1", "r2", "r3", "r4"])
         metrics = engine.archive.metrics()  # type: ignore[union-attr]
         assert metrics["queued"] == 10
         assert metrics["dropped"] == metrics["enqueued"] - 10 > 0
@@ -317,7 +334,7 @@ def test_full_outbox_drops_oldest_and_counts_it() -> None:
         engine.archive.close(0.1)  # type: ignore[union-attr]
 
 
-def test_wrong_password_is_reported_once_and_graphs_still_run(
+def test_wrong_password_is_reported_once_and_graphs_in_the_hot_store_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = archive_settings(password="wrong", flush_interval=0.01)
@@ -326,7 +343,11 @@ def test_wrong_password_is_reported_once_and_graphs_still_run(
         saver = ContextEngineSaver(engine)
         graph = _graph(saver)
         for i in range(3):
-            graph.invoke({"log": []}, _cfg(f"w{i}"))
+            _put_steps(saver, f"w{i}", ["seed"])
+            result = graph.invoke({"log": []}, _cfg(f"w{i}"))
+            assert result["log"][-1] == "start"
+        with pytest.raises(StoreError, match="Authentication failed"):
+            graph.invoke({"log": []}, _cfg("not-in-the-hot-store"))
         archive = engine.archive
         assert archive is not None
         assert not archive.flush(1.0)
@@ -363,7 +384,8 @@ def test_delete_for_runs_refuses_while_the_archive_is_down_and_deletes_nothing()
     settings = archive_settings(password="wrong", close_timeout=0.5)
     engine = ContextEngine(archive=settings)
     with ContextEngineSaver(engine) as saver:
-        runs = _three_runs(saver, "kept")
+        runs = ["run-a", "run-b", "run-c"]
+        _put_steps(saver, "kept", runs)
         before = [t.checkpoint["id"] for t in saver.list(_cfg("kept"))]
         with pytest.raises(StoreError, match="ClickHouse archive"):
             saver.delete_for_runs([runs[0]])
