@@ -321,42 +321,53 @@ def stored_instead(kind: str, original: tuple[str, bytes], flag: Path) -> bytes:
         return pack_value((typ, data[: len(data) // 2]))
     if kind == "plaintext":
         return pack_value(JsonPlusSerializer().dumps_typed("hello"))
-    if kind == "crafted":
+    if kind in ("crafted", "crafted_no_encryption"):
         return pack_value(("msgpack", crafted(flag)))
     name, ciphertext = aes().cipher.encrypt(crafted(flag))
     return pack_value((f"msgpack+{name}", ciphertext))
 
 
 @pytest.mark.parametrize(
-    "kind", ["tampered", "truncated", "plaintext", "crafted", "crafted_encrypted"]
+    ("kind", "expected"),
+    [
+        ("tampered", CorruptDataError),
+        ("truncated", CorruptDataError),
+        ("plaintext", CorruptDataError),
+        ("crafted", CorruptDataError),
+        ("crafted_encrypted", BlockedTypeError),
+        ("crafted_no_encryption", BlockedTypeError),
+    ],
 )
 def test_bad_value_in_redis_is_refused_with_a_typed_error(
-    kind: str, tmp_path: Path
+    kind: str, expected: type[Exception], tmp_path: Path
 ) -> None:
     """A channel value replaced in Redis (one ciphertext bit flipped, cut short,
     written unencrypted, or a msgpack ext naming os.system, in clear or
-    encrypted with the key) is refused on read with `CorruptDataError`
-    (`BlockedTypeError` for the ext) by a saver configured with encryption,
-    and nothing runs."""
+    encrypted with the key) is refused on read with a typed error by a saver
+    configured with encryption: `CorruptDataError` for anything it cannot
+    decrypt (plaintext included), `BlockedTypeError` for an ext outside the
+    allowlist, also without encryption. Nothing runs."""
     flag = tmp_path / "pwned"
     prefix, thread = f"sec{uuid.uuid4().hex[:12]}", "t:{1}"
-    serde = aes()
+    encrypted = kind != "crafted_no_encryption"
     config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
     checkpoint = empty_checkpoint()
     checkpoint["channel_values"] = {"x": "hello"}
     checkpoint["channel_versions"] = {"x": "1"}
+    serde = aes() if encrypted else None
     engine = ContextEngine(redis_url=redis_url(), key_prefix=prefix, serde=serde)
     with ContextEngineSaver(engine, serde=serde) as saver:
         stored = saver.put(config, checkpoint, {}, {"x": "1"})
     client = redis.Redis.from_url(redis_url())
     key, field = f"{prefix}:{{{enc(thread)}}}:v", value_field("", "x", "1")
     original = unpack_value(client.hget(key, field))
-    assert isinstance(original, tuple) and "aes" in original[0]
+    assert isinstance(original, tuple)
+    assert ("aes" in original[0]) == encrypted
     client.hset(key, field, stored_instead(kind, original, flag))
     client.close()
-    reader = ContextEngine(redis_url=redis_url(), key_prefix=prefix, serde=aes())
-    with ContextEngineSaver(reader, serde=reader.serde) as saver:
-        expected = BlockedTypeError if kind.startswith("crafted") else CorruptDataError
+    serde = aes() if encrypted else None
+    reader = ContextEngine(redis_url=redis_url(), key_prefix=prefix, serde=serde)
+    with ContextEngineSaver(reader, serde=serde) as saver:
         with pytest.raises(expected):
             saver.get_tuple(stored)
         with pytest.raises(expected):
