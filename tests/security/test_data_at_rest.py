@@ -373,3 +373,40 @@ def test_bad_value_in_redis_is_refused_with_a_typed_error(
         with pytest.raises(expected):
             list(saver.list(config))
     assert not flag.exists()
+
+
+@pytest.mark.parametrize("kind", ["tampered", "plaintext"])
+def test_bad_archived_row_is_refused_on_restore(kind: str) -> None:
+    """A thread restored from ClickHouse (a new process, empty hot store) whose
+    archived channel value was cut short in ClickHouse, or which was archived
+    without encryption, is refused with `CorruptDataError` by an encrypting
+    reader."""
+    database = f"t{uuid.uuid4().hex[:12]}"
+    config: Any = {"configurable": {"thread_id": "t:{1}", "checkpoint_ns": ""}}
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"x": "hello"}
+    checkpoint["channel_versions"] = {"x": "1"}
+    serde = aes() if kind == "tampered" else None
+    engine = ContextEngine(serde=serde, archive=archive_settings(database=database))
+    with ContextEngineSaver(engine, serde=serde) as saver:
+        stored = saver.put(config, checkpoint, {"m": 1}, {"x": "1"})
+        assert engine.archive is not None and engine.archive.flush(timeout=30)
+    if kind == "tampered":
+        settings = archive_settings(database=database)
+        client = clickhouse_connect.get_client(
+            host=settings.host,
+            port=settings.port,
+            username=settings.user,
+            password=settings.password,
+            autogenerate_session_id=False,
+        )
+        client.command(
+            f"ALTER TABLE `{database}`.`context_channel_values` "
+            "UPDATE payload = substring(payload, 1, length(payload) - 1) WHERE 1",
+            settings={"mutations_sync": 2},
+        )
+        client.close()
+    reader = ContextEngine(serde=aes(), archive=archive_settings(database=database))
+    with ContextEngineSaver(reader, serde=reader.serde) as saver:
+        with pytest.raises(CorruptDataError):
+            saver.get_tuple(stored)
