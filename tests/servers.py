@@ -17,6 +17,19 @@ Typical use (for example inside a pytest fixture)::
         nodes = [ClusterNode(host, port) for host, port in cluster.startup_nodes]
         client = redis.cluster.RedisCluster(startup_nodes=nodes)
 
+Fault injection (the fault tests in ``tests/faults``)::
+
+    with PersistentRedisServer() as server:  # AOF, appendfsync always
+        ...
+        server.kill()    # kill -9: a crash, the data dir stays
+        server.start()   # same port, same data (the AOF is replayed)
+        server.pause()   # SIGSTOP: connections hang, nothing is refused
+        server.resume()  # SIGCONT
+
+    with RedisCluster(replicas=1) as cluster:  # 3 masters, 3 replicas
+        killed = cluster.kill_master(0)
+        cluster.wait_for_failover(killed)  # its replica now serves the slots
+
 The binaries come from the Debian packages ``redis-server`` and
 ``redis-tools``; a clear :class:`RuntimeError` is raised when they are missing.
 """
@@ -25,11 +38,13 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -37,6 +52,8 @@ from urllib.parse import quote
 
 __all__ = [
     "HOST",
+    "ClusterNodeInfo",
+    "PersistentRedisServer",
     "RedisCluster",
     "RedisServer",
     "RedisServerError",
@@ -52,6 +69,7 @@ _POLL_INTERVAL = 0.02
 _MAX_PORT = 65535
 _CLUSTER_BUS_OFFSET = 10000  # Redis listens on port + 10000 for the cluster bus
 _MIN_CLUSTER_MASTERS = 3
+_SLOTS = 16384
 
 
 class RedisServerError(RuntimeError):
@@ -210,6 +228,7 @@ class RedisServer:
         self._log: IO[bytes] | None = None
         self._tmpdir: Path | None = None
         self._has_started = False
+        self._paused = False
         if autostart:
             self.start()
 
@@ -278,6 +297,9 @@ class RedisServer:
         Safe to call more than once.
         """
         process, self._process = self._process, None
+        if process is not None and self._paused and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM
+        self._paused = False
         if process is not None and process.poll() is None:
             process.terminate()
             try:
@@ -297,6 +319,43 @@ class RedisServer:
         """Stop the server and start it again on the same port."""
         self.stop()
         return self.start()
+
+    # -- fault injection ------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server (``None`` when stopped)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether the server is stopped by :meth:`pause` (SIGSTOP)."""
+        return self._paused and self.is_running
+
+    def kill(self) -> None:
+        """Crash the server with SIGKILL (``kill -9``): no shutdown, no final
+        save. The port is kept for :meth:`start`; a :class:`PersistentRedisServer`
+        keeps its data dir too."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait()
+        self._paused = False
+        self.stop()
+
+    def pause(self) -> None:
+        """Freeze the server with SIGSTOP: it keeps its sockets, so connections
+        and new connects succeed at the TCP level but no reply ever comes."""
+        if not self.is_running:
+            raise RedisServerError(f"redis-server on port {self._port} is not running")
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` (SIGCONT)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+        self._paused = False
 
     def __enter__(self) -> RedisServer:
         if not self.is_running:
@@ -393,17 +452,135 @@ class RedisServer:
         return f"{header}\n{tail}\n--- end of log ---"
 
 
+class PersistentRedisServer(RedisServer):
+    """A :class:`RedisServer` whose data survives a crash and a restart.
+
+    The append-only file is on (``appendfsync`` ``always`` by default: a write is
+    on disk before its reply leaves), in a data dir of its own that
+    :meth:`stop` and :meth:`kill` keep, so :meth:`start` replays it on the same
+    port. :meth:`close` (or leaving the ``with`` block) also removes the data
+    dir when this object created it. With ``appendonly=False`` the server keeps
+    only the snapshots it is told to take (``command("SAVE")``) and restarts
+    from the last one: what it acknowledged after it is lost, as after a
+    failover to a replica that lagged.
+
+    Args:
+        port: Port to listen on; a free one is chosen when omitted.
+        data_dir: Where the AOF (or snapshot) lives; a fresh temp dir when omitted.
+        appendfsync: ``always``, ``everysec`` or ``no``.
+        appendonly: Keep the append-only file (default) or snapshots only.
+        password, extra_args, startup_timeout, autostart: as :class:`RedisServer`.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        appendfsync: str = "always",
+        appendonly: bool = True,
+        password: str | None = None,
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 30.0,
+        autostart: bool = True,
+    ) -> None:
+        self.appendonly = appendonly
+        self._owns_data_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="redis-data-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.appendfsync = appendfsync
+        super().__init__(
+            port,
+            password=password,
+            extra_args=extra_args,
+            startup_timeout=startup_timeout,
+            autostart=autostart,
+        )
+
+    def _argv(self, tmpdir: Path) -> list[str]:
+        # Later flags win: persistence on, in the data dir (the log stays in tmpdir).
+        return super()._argv(tmpdir) + _flags(
+            dir=str(self.data_dir),
+            appendonly="yes" if self.appendonly else "no",
+            appendfsync=self.appendfsync,
+        )
+
+    def close(self) -> None:
+        """Stop, and remove the data dir if this object created it."""
+        self.stop()
+        if self._owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class ClusterNodeInfo:
+    """One line of ``CLUSTER NODES``: a node as some node of the cluster sees it."""
+
+    node_id: str
+    port: int
+    flags: frozenset[str]
+    master_id: str | None
+    slots: tuple[tuple[int, int], ...]
+
+    @property
+    def is_master(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def failed(self) -> bool:
+        """Flagged ``fail`` (agreed by the masters) or ``fail?`` (suspected)."""
+        return bool(self.flags & {"fail", "fail?"})
+
+    def serves(self, slot: int) -> bool:
+        return any(low <= slot <= high for low, high in self.slots)
+
+
+def _parse_cluster_nodes(text: str) -> list[ClusterNodeInfo]:
+    nodes: list[ClusterNodeInfo] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        address = fields[1].split("@")[0]
+        slots: list[tuple[int, int]] = []
+        for spec in fields[8:]:
+            if spec.startswith("["):  # a slot being migrated
+                continue
+            low, _, high = spec.partition("-")
+            slots.append((int(low), int(high or low)))
+        nodes.append(
+            ClusterNodeInfo(
+                node_id=fields[0],
+                port=int(address.rpartition(":")[2]),
+                flags=frozenset(fields[2].split(",")),
+                master_id=None if fields[3] == "-" else fields[3],
+                slots=tuple(slots),
+            )
+        )
+    return nodes
+
+
 class RedisCluster:
-    """A 3-master Redis Cluster (no replicas) on free ``127.0.0.1`` ports.
+    """A 3-master Redis Cluster (no replicas by default) on free ``127.0.0.1`` ports.
 
     Each node is a :class:`RedisServer` with cluster mode enabled and its own
     temp dir; the cluster is formed with ``redis-cli --cluster create`` and the
-    constructor returns once every node reports ``cluster_state:ok``.
+    constructor returns once every node reports ``cluster_state:ok`` (and, with
+    replicas, once every replica's link to its master is up).
 
     Args:
         masters: Number of master nodes (Redis requires at least 3).
         startup_timeout: Seconds allowed for the cluster to reach state ok.
         node_timeout_ms: ``--cluster-node-timeout`` of each node.
+        replicas: Replicas per master (``redis-cli --cluster-replicas``).
     """
 
     def __init__(
@@ -412,15 +589,19 @@ class RedisCluster:
         *,
         startup_timeout: float = 30.0,
         node_timeout_ms: int = 2000,
+        replicas: int = 0,
     ) -> None:
         if masters < _MIN_CLUSTER_MASTERS:
             raise ValueError("a Redis Cluster needs at least 3 masters")
         self._cli = _require_binary("redis-cli")
         _require_binary("redis-server")
         self.startup_timeout = startup_timeout
+        self.node_timeout_ms = node_timeout_ms
+        self.replicas = replicas
         self.nodes: list[RedisServer] = []
+        self._served_before: dict[int, int] = {}
         try:
-            for _ in range(masters):
+            for _ in range(masters * (1 + replicas)):
                 port = _find_cluster_port()
                 self.nodes.append(
                     RedisServer(
@@ -434,6 +615,8 @@ class RedisCluster:
                 )
             self._create()
             self._wait_until_ok()
+            if replicas:
+                self.wait_for_replicas_in_sync()
         except BaseException:
             self.stop()
             raise
@@ -453,6 +636,163 @@ class RedisCluster:
         for node in self.nodes:
             node.stop()
 
+    # -- topology and failover ------------------------------------------------
+
+    @property
+    def live_url(self) -> str:
+        """``redis://127.0.0.1:P`` of the first running node (after a kill)."""
+        return f"redis://{HOST}:{self._live_nodes()[0].port}"
+
+    def _live_nodes(self) -> list[RedisServer]:
+        live = [n for n in self.nodes if n.is_running and not n.is_paused]
+        if not live:
+            raise RedisServerError("no node of the cluster is running")
+        return live
+
+    def node_table(self, via: RedisServer | None = None) -> list[ClusterNodeInfo]:
+        """``CLUSTER NODES`` as seen by `via` (the first running node by default)."""
+        node = via or self._live_nodes()[0]
+        return _parse_cluster_nodes(str(node.command("CLUSTER", "NODES")))
+
+    def _by_port(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def masters(self) -> list[RedisServer]:
+        """Running masters that serve slots, in the order of their first slot."""
+        table = [
+            n for n in self.node_table() if n.is_master and n.slots and not n.failed
+        ]
+        table.sort(key=lambda n: n.slots[0][0])
+        return [self._by_port(n.port) for n in table]
+
+    def replicas_of(self, master: RedisServer) -> list[RedisServer]:
+        """The nodes replicating `master`."""
+        table = self.node_table()
+        me = next(n for n in table if n.port == master.port)
+        return [
+            self._by_port(n.port)
+            for n in table
+            if n.master_id == me.node_id and not n.failed
+        ]
+
+    def slot_of(self, key: str) -> int:
+        """The hash slot of `key` (``CLUSTER KEYSLOT``)."""
+        slot = self._live_nodes()[0].command("CLUSTER", "KEYSLOT", key)
+        assert isinstance(slot, int)
+        return slot
+
+    def master_for_slot(self, slot: int) -> RedisServer:
+        """The running master serving `slot`."""
+        for n in self.node_table():
+            if n.is_master and not n.failed and n.serves(slot):
+                return self._by_port(n.port)
+        raise RedisServerError(f"no running master serves slot {slot}")
+
+    def kill_master(self, which: int | RedisServer = 0) -> RedisServer:
+        """``kill -9`` a master (by its index in :meth:`masters`); returns it."""
+        master = self.masters()[which] if isinstance(which, int) else which
+        me = next(n for n in self.node_table() if n.port == master.port)
+        self._served_before[master.port] = me.slots[0][0]
+        master.kill()
+        return master
+
+    def add_replica(self, master: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Start a new node, join it to the cluster as a replica of `master`
+        (as an operator replaces a lost node) and return it once its link to
+        `master` is up."""
+        port = _find_cluster_port()
+        node = RedisServer(
+            port,
+            extra_args=_flags(
+                cluster_enabled="yes",
+                cluster_config_file=f"nodes-{port}.conf",
+                cluster_node_timeout=str(self.node_timeout_ms),
+            ),
+        )
+        self.nodes.append(node)
+        master_id = next(
+            n.node_id for n in self.node_table(master) if n.port == master.port
+        )
+        node.command("CLUSTER", "MEET", master.host, str(master.port))
+        deadline = time.monotonic() + timeout
+        replicating = False
+        while True:
+            try:
+                if not replicating:
+                    node.command("CLUSTER", "REPLICATE", master_id)
+                    replicating = True
+                info = str(node.command("INFO", "replication"))
+                if "master_link_status:up" in info:
+                    return node
+            except (OSError, _RespError):
+                pass  # `master` is not known to the new node yet
+            if time.monotonic() >= deadline:
+                raise RedisServerError(
+                    f"port {port} did not become a replica of port {master.port} "
+                    f"within {timeout:.1f}s.\n{self._format_logs()}"
+                )
+            time.sleep(0.05)
+
+    def wait_for_failover(
+        self, killed: RedisServer, timeout: float = 60.0
+    ) -> RedisServer:
+        """Block until every running node reports ``cluster_state:ok``, sees
+        `killed` as failed and sees every slot served by a running master;
+        returns the node now serving the slots `killed` served (its replica).
+
+        Raises:
+            RedisServerError: if that does not happen within `timeout`.
+        """
+        slot = self._served_before[killed.port]
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            try:
+                if self._failed_over(killed):
+                    return self.master_for_slot(slot)
+            except (OSError, _RespError, StopIteration) as error:
+                last = repr(error)
+            if time.monotonic() >= deadline:
+                raise RedisServerError(
+                    f"no replica took over from port {killed.port} within "
+                    f"{timeout:.1f}s ({last}).\n{self._format_logs()}"
+                )
+            time.sleep(0.05)
+
+    def _failed_over(self, killed: RedisServer) -> bool:
+        for node in self._live_nodes():
+            if "cluster_state:ok" not in str(node.command("CLUSTER", "INFO")):
+                return False
+            table = self.node_table(via=node)
+            gone = next(n for n in table if n.port == killed.port)
+            served = sum(
+                high - low + 1
+                for n in table
+                if n.is_master and not n.failed
+                for low, high in n.slots
+            )
+            if not gone.failed or gone.slots or served != _SLOTS:
+                return False
+        return True
+
+    def wait_for_replicas_in_sync(self, timeout: float | None = None) -> None:
+        """Block until every running replica's link to its master is up."""
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        while True:
+            pending = []
+            for node in self._live_nodes():
+                info = str(node.command("INFO", "replication"))
+                if "role:slave" in info and "master_link_status:up" not in info:
+                    pending.append(node.port)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise RedisServerError(
+                    f"replicas {pending} did not sync with their masters.\n"
+                    f"{self._format_logs()}"
+                )
+            time.sleep(0.05)
+
     def __enter__(self) -> RedisCluster:
         return self
 
@@ -471,7 +811,7 @@ class RedisCluster:
     def _create(self) -> None:
         argv = [self._cli, "--cluster", "create"]
         argv += [f"{host}:{port}" for host, port in self.startup_nodes]
-        argv += ["--cluster-replicas", "0", "--cluster-yes"]
+        argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         try:
             result = subprocess.run(
                 argv,

@@ -15,6 +15,8 @@ Typical use::
         ...
         server.stop()     # queries now fail with a connection error
         server.start()    # same port, same data
+        server.pause()    # SIGSTOP: connections hang instead of failing
+        server.resume()   # SIGCONT
 
 Set ``CLICKHOUSE_URL`` to run against a real server instead: tests read it with
 :func:`external_clickhouse_url`.
@@ -26,6 +28,7 @@ import atexit
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -116,6 +119,7 @@ class ClickHouseServer:
         """How long the last :meth:`start` took until ``READY``."""
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._paused = False
         if autostart:
             self.start()
 
@@ -189,6 +193,9 @@ class ClickHouseServer:
     def stop(self) -> None:
         """Terminate the front (SIGTERM, then SIGKILL); keeps the data. Idempotent."""
         process, self._process = self._process, None
+        if process is not None and self._paused and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM
+        self._paused = False
         if process is not None:
             if process.poll() is None:
                 process.terminate()
@@ -208,6 +215,21 @@ class ClickHouseServer:
         """Stop, then start on the same port and data dir (an outage and recovery)."""
         self.stop()
         return self.start()
+
+    def pause(self) -> None:
+        """Freeze the front with SIGSTOP: connections are accepted by the kernel
+        and requests sent, but nothing is answered until :meth:`resume`."""
+        if not self.is_running:
+            raise ClickHouseServerError(f"the front on port {self._port} is stopped")
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` (SIGCONT)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+        self._paused = False
 
     def close(self) -> None:
         """Stop, and remove the data dir if this object created it."""

@@ -179,7 +179,9 @@ def _thread_info(info: Any) -> dict[str, Any]:
     multiple=True,
     metavar="KEY=VALUE",
     help="Keep threads whose latest metadata has KEY equal to VALUE (JSON if it "
-    "parses, e.g. step=3, else text); repeatable.",
+    "parses, e.g. step=3, else text); repeatable. Keys other than step and "
+    "source (e.g. user_id) are indexed for scalar values: such a filter reads "
+    "only the matching threads.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--before", metavar="CURSOR", help="The cursor a previous page printed.")

@@ -59,6 +59,9 @@ DEFAULT_PREFIX = "aiecs"
 DEFAULT_MAX_MESSAGES = 1000
 """Messages kept per conversation (the newest), as the original's cap."""
 
+DEFAULT_REPLICA_ACKS_TIMEOUT = 1.0
+"""Seconds `put` / `put_writes` wait for `replica_acks` acknowledgements."""
+
 
 class EngineCore:
     """Owns the stores and runs their operations (see the module docstring).
@@ -100,6 +103,13 @@ class EngineCore:
         archive: the ClickHouse cold archive (`ArchiveSettings` or its fields
             as a mapping); off by default. `from_env()` enables it with
             `CLICKHOUSE_ENABLED=true` and the `CLICKHOUSE_*` variables.
+        replica_acks: Redis only. With N > 0, `put` and `put_writes` return
+            only once N replicas of the node that took the write acknowledged
+            it (`WAIT`), and raise `StoreError` when fewer did within
+            `replica_acks_timeout`. 0 (default): return once the master has it
+            (replication is asynchronous; a failover may lose it).
+        replica_acks_timeout: seconds `put` / `put_writes` wait for the
+            replicas' acknowledgements (default 1.0; milliseconds precision).
     """
 
     checkpoints: CheckpointStore
@@ -120,6 +130,8 @@ class EngineCore:
         session_ttl: float | None = None,
         max_conversation_messages: int = DEFAULT_MAX_MESSAGES,
         archive: ArchiveSettings | Mapping[str, Any] | None = None,
+        replica_acks: int = 0,
+        replica_acks_timeout: float = DEFAULT_REPLICA_ACKS_TIMEOUT,
     ) -> None:
         _check_options(key_prefix, session_ttl, max_conversation_messages)
         apply_log_level()
@@ -142,6 +154,13 @@ class EngineCore:
         )
         self._serde = checked(serde)
         self._serde_bound = serde is not None
+        self._acks = _check_acks(
+            replica_acks,
+            replica_acks_timeout,
+            redis=self._url is not None or self._clients is not None,
+            store=store is not None,
+            fallback=fallback,
+        )
         self.session_ttl = session_ttl
         self.max_conversation_messages = max_conversation_messages
         self._latency = Latency()
@@ -244,6 +263,8 @@ class EngineCore:
             ttl_ms=self._ttl_ms,
             refresh_on_read=self._refresh_on_read,
             cluster=cluster,
+            replica_acks=self._acks[0],
+            replica_acks_timeout_ms=self._acks[1],
         )
         if self._clients is not None:
             clients = self._clients
@@ -365,6 +386,51 @@ def _check_redis(
             "asyncio client, pass it as redis_client"
         )
     return None if redis_url is None else rc.parse_url(redis_url)
+
+
+def _check_acks(
+    replica_acks: object,
+    timeout: object,
+    *,
+    redis: bool,
+    store: bool,
+    fallback: bool,
+) -> tuple[int, int]:
+    """(replicas, timeout in ms) for `RedisSettings`; `InvalidConfigError`
+    for a bad value, or replica acknowledgements no write could get."""
+    if (
+        isinstance(replica_acks, bool)
+        or not isinstance(replica_acks, int)
+        or replica_acks < 0
+    ):
+        raise InvalidConfigError(
+            f"replica_acks must be an int >= 0, got {replica_acks!r}"
+        )
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout < float("inf")
+    ):
+        raise InvalidConfigError(
+            "replica_acks_timeout must be a positive number of seconds, "
+            f"got {timeout!r}"
+        )
+    timeout_ms = max(1, round(timeout * 1000))
+    if replica_acks == 0:
+        return 0, timeout_ms
+    if store or not redis:
+        where = "a custom store" if store else "the in-process memory store"
+        raise InvalidConfigError(
+            f"replica_acks={replica_acks} needs Redis replicas, but the engine uses "
+            f"{where}: pass redis_url (or redis_client), or leave replica_acks at 0"
+        )
+    if fallback:
+        raise InvalidConfigError(
+            f"replica_acks={replica_acks} with fallback=True: a fallback to the "
+            "in-process memory store would drop the replication it asks for; "
+            "choose one"
+        )
+    return replica_acks, timeout_ms
 
 
 def _check_options(

@@ -32,6 +32,7 @@ from aiecs_checkpoint.errors import (
 )
 from aiecs_checkpoint.saver import sends
 from aiecs_checkpoint.saver.cache import Known, ListKey, SaverCache
+from aiecs_checkpoint.saver.index import IndexKey, metadata_index
 from aiecs_checkpoint.stores import refs
 from aiecs_checkpoint.stores.records import (
     EMPTY_TYPE,
@@ -228,10 +229,13 @@ def encode_put(
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     new_versions: ChannelVersions,
+    *,
+    index: IndexKey,
 ) -> PutPlan:
     """Serialize a checkpoint; list values reuse element positions `cache` knows.
 
-    Without a cache every list element is serialized.
+    Without a cache every list element is serialized. `index`: the key of the
+    thread-index digests of the metadata (`saver.index`).
     """
     target = parse_config(config)
     cid = check_checkpoint_id(checkpoint.get("id"), "checkpoint['id']")
@@ -284,6 +288,7 @@ def encode_put(
         versions=dict(checkpoint.get("channel_versions", {})),
         run_key=run_key(md.get("run_id")),
         delta_channels=tuple(sorted(counters)),
+        index=metadata_index(index, md),
     )
     return PutPlan(row=row, values=values, lists=lists, bases=bases)
 

@@ -18,6 +18,7 @@ from aiecs_checkpoint.engine import ContextEngine
 from aiecs_checkpoint.saver.cache import SaverCache
 from aiecs_checkpoint.saver.codec import Decoder
 from aiecs_checkpoint.saver.elements import ElementCodec
+from aiecs_checkpoint.saver.index import ThreadIndexKey
 from aiecs_checkpoint.tracking.records import RecordBuffer
 from aiecs_checkpoint.tracking.sessions import SessionTracker
 
@@ -32,6 +33,7 @@ class SaverContext:
     decoder: Decoder
     records: RecordBuffer
     sessions: SessionTracker | None
+    index_key: ThreadIndexKey
 
     @classmethod
     def new(
@@ -44,7 +46,9 @@ class SaverContext:
     ) -> SaverContext:
         """A context with an empty cache of `cache_bytes` for `serde`."""
         cache = SaverCache(ElementCodec(serde), cache_bytes)
-        return cls(engine, serde, cache, Decoder(serde, cache), records, sessions)
+        index_key = ThreadIndexKey(serde, engine.checkpoints)
+        decoder = Decoder(serde, cache)
+        return cls(engine, serde, cache, decoder, records, sessions, index_key)
 
 
 __all__ = ["SaverContext"]

@@ -149,7 +149,8 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         """A saver on Redis at `conn_string`; use it as `with` or `async with`.
 
         `engine_options` are `ContextEngine`'s (key_prefix, ttl, cluster, fallback,
-        ...); `serde` serializes the engine's data and the checkpoints alike.
+        replica_acks, replica_acks_timeout, ...); `serde` serializes the engine's
+        data and the checkpoints alike.
         Entering connects (and detects a cluster); leaving closes the connections.
         """
         engine = ContextEngine(redis_url=conn_string, serde=serde, **engine_options)

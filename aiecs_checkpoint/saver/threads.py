@@ -6,6 +6,14 @@ index (memory: a sorted list; Redis: the `P:threads` registry; the archive: its
 `context_threads` table), so a page costs the threads it visits, each read as
 its latest checkpoint in one batched call, never a scan of checkpoints.
 
+A filter with an indexed pair (`saver.index`: `user_id` and the other scalar
+metadata keys but `step` and `source`) walks the store's thread index instead:
+the threads whose latest checkpoint has that (key, value), in the same order,
+each then checked against the whole filter. Such a page costs the threads it
+lists (plus those indexed under another key, normally none), so a filter that
+matches nothing costs one index lookup, whatever the number of threads. Other
+filters visit every thread, a batch at a time.
+
 Paging is keyset paging on that order: `before` (the last `ThreadInfo` of the
 previous page, or its `cursor`) continues strictly below that thread's place.
 While threads are written during a walk, a walk never lists a thread twice
@@ -33,8 +41,9 @@ from langchain_core.runnables import RunnableConfig
 from aiecs_checkpoint.errors import InvalidConfigError, InvalidCursorError
 from aiecs_checkpoint.saver.codec import Decoder, check_thread_id, config_for, matches
 from aiecs_checkpoint.saver.context import SaverContext
+from aiecs_checkpoint.saver.index import index_query
 from aiecs_checkpoint.stores.ops import Op
-from aiecs_checkpoint.stores.records import CheckpointRow, StoredTuple
+from aiecs_checkpoint.stores.records import CheckpointRow, IndexQuery, StoredTuple
 
 Key = tuple[int, str]
 """A thread's place in the listing: (activity ms, thread id)."""
@@ -43,7 +52,8 @@ MAX_BATCH = 500
 """Most threads visited per store call."""
 
 MIN_FILTERED_BATCH = 64
-"""Threads visited by the first store call of a filtered page (then doubling)."""
+"""Threads visited by the first store call of a filtered page without an index
+(then doubling); an indexed page asks for the threads it still needs first."""
 
 _CURSOR_PREFIX = "t1."
 
@@ -140,24 +150,27 @@ class _Walk:
         filter: dict[str, Any] | None,
         limit: int,
         before: Key | None,
+        query: IndexQuery | None = None,
     ) -> None:
         self.decoder = decoder
         self.filter = filter
         self.limit = limit
         self.key = before
+        self.query = query
         self.done = False
-        self.batch = MIN_FILTERED_BATCH
+        self.batch = 0 if query is not None else MIN_FILTERED_BATCH
         self.page: list[ThreadInfo] = []
 
-    def request(self) -> tuple[Key | None, int] | None:
-        """(after, how many threads to visit) for the next store call, or None."""
+    def request(self) -> tuple[Key | None, int, IndexQuery | None] | None:
+        """(after, how many threads to visit, the index query) for the next
+        store call, or None."""
         if self.done or len(self.page) >= self.limit:
             return None
         wanted = self.limit - len(self.page)
         if self.filter:
             wanted = max(wanted, self.batch)
-            self.batch *= 2
-        return self.key, min(wanted, MAX_BATCH)
+            self.batch = max(2 * self.batch, MIN_FILTERED_BATCH)
+        return self.key, min(wanted, MAX_BATCH), self.query
 
     def feed(
         self, heads: Sequence[tuple[int, CheckpointRow]], resume: Key | None
@@ -218,7 +231,10 @@ class ThreadListing:
     ) -> Op[list[ThreadInfo]]:
         """A page of threads (see `ContextEngineSaver.list_threads`)."""
         checked, n, key = _check_args(filter, limit, before)
-        walk = _Walk(self.ctx.decoder, checked, n, key)
+        query = None
+        if checked:
+            query = index_query((yield from self.ctx.index_key.get()), checked)
+        walk = _Walk(self.ctx.decoder, checked, n, key, query)
         store = self.ctx.engine.checkpoints
         while (asked := walk.request()) is not None:
             heads, resume = yield from store.thread_heads(*asked)

@@ -28,6 +28,7 @@ from aiecs_checkpoint.saver.codec import (
     record_lists,
 )
 from aiecs_checkpoint.saver.context import SaverContext
+from aiecs_checkpoint.saver.index import IndexKey
 from aiecs_checkpoint.stores.ops import Op
 from aiecs_checkpoint.stores.records import StaleListBase
 from aiecs_checkpoint.tracking import records
@@ -45,11 +46,13 @@ class Writes:
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
+        index: IndexKey,
         reuse: bool = True,
     ) -> PutPlan:
         ctx = self.ctx
         args = (config, checkpoint, metadata, new_versions)
-        return encode_put(ctx.serde, ctx.cache if reuse else None, *args)
+        cache = ctx.cache if reuse else None
+        return encode_put(ctx.serde, cache, *args, index=index)
 
     def put(
         self,
@@ -59,7 +62,8 @@ class Writes:
         new_versions: ChannelVersions,
     ) -> Op[RunnableConfig]:
         """Store a checkpoint; unchanged list elements are not serialized again."""
-        args = (config, checkpoint, metadata, new_versions)
+        index = yield from self.ctx.index_key.get()
+        args = (config, checkpoint, metadata, new_versions, index)
         plan = self._plan(*args)
         store = self.ctx.engine.checkpoints
         try:

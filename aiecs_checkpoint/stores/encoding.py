@@ -1,8 +1,9 @@
 """Binary encodings of store records, shared by Redis and the ClickHouse archive.
 
 Pure: no I/O. A checkpoint row is a u32 header length, a header Redis's Lua
-scripts read (parent id and the hash fields of the row's channel values), then
-the row as msgpack; a channel value is `l` + msgpack [epoch, runs] for a list
+scripts read (parent id, the hash fields of the row's channel values and, for
+rows written since the thread index exists, the row's index entries), then the
+row as msgpack; a channel value is `l` + msgpack [epoch, runs] for a list
 manifest or `t` + the serializer's type and bytes; a list element is msgpack
 [type, bytes]; pending writes are length-prefixed frames Lua can merge without
 decoding user bytes. The Redis store keeps these blobs in its hashes and logs,
@@ -179,8 +180,12 @@ def _write_from(e: Sequence[Any]) -> WriteRow:
 
 
 def pack_row(row: CheckpointRow) -> bytes:
-    """A row: u32 header length, Lua-readable header [parent, [[ch, value field]]],
-    then the row itself as msgpack."""
+    """A row: u32 header length, Lua-readable header [parent, [[ch, value field]]
+    (, [index entry...])], then the row itself as msgpack.
+
+    The index entries (`CheckpointRow.index`) live in the header only: the
+    Redis scripts keep the thread index from them, and a header of two items
+    (a row written before the index) reads back as `index` None."""
     base = {
         ch: [_resolved_entry(e.seed), [_write_entry(w) for w in e.writes]]
         for ch, e in row.delta_base.items()
@@ -188,7 +193,10 @@ def pack_row(row: CheckpointRow) -> bytes:
     vkeys = [
         [ch, value_field(row.checkpoint_ns, ch, v)] for ch, v in row.versions.items()
     ]
-    head = lua_pack([row.parent_id or "", vkeys])
+    header: list[Any] = [row.parent_id or "", vkeys]
+    if row.index is not None:
+        header.append(list(row.index))
+    head = lua_pack(header)
     body = ormsgpack.packb(
         [
             row.checkpoint[0],
@@ -207,6 +215,7 @@ def pack_row(row: CheckpointRow) -> bytes:
 
 def unpack_row(thread_id: str, ns: str, cid: str, blob: bytes) -> CheckpointRow:
     (hlen,) = _U32.unpack_from(blob, 0)
+    header = ormsgpack.unpackb(blob[4 : 4 + hlen])
     d = ormsgpack.unpackb(blob[4 + hlen :])
     base = {
         ch: DeltaEntry(
@@ -225,6 +234,7 @@ def unpack_row(thread_id: str, ns: str, cid: str, blob: bytes) -> CheckpointRow:
         run_key=d[6] or None,
         delta_channels=tuple(d[7]),
         delta_base=base,
+        index=tuple(header[2]) if len(header) > 2 else None,
     )
 
 

@@ -9,7 +9,9 @@ line counting the threads (a file without it was cut short and is refused):
 
 A thread line holds exactly what the store holds, at the storage level:
 checkpoint rows (ids, parents, serialized checkpoint and metadata, channel
-versions, run key digests, delta channels and frozen delta bases), values per
+versions, run key digests, delta channels, frozen delta bases and thread-index
+entries, `index`: optional, an export without it imports rows that every
+filtered listing visits until the thread is written again), values per
 (channel, version), list manifests and element logs with their epochs, and
 pending writes with task paths and idx (tracking records on the reserved
 record channel included). Serialized values stay as the serializer made them:
@@ -134,6 +136,7 @@ def _row(row: CheckpointRow) -> dict[str, Any]:
             }
             for ch, e in row.delta_base.items()
         ],
+        "index": None if row.index is None else list(row.index),
     }
 
 
@@ -386,6 +389,11 @@ def _parse_row(
             writes=tuple(r.write(x, f"{w}.writes") for x in writes),
         )
     delta = r.arr(r.field(data, "delta_channels", where), f"{where}.delta_channels")
+    found = data.get("index")
+    index = None
+    if found is not None:
+        entries = r.arr(found, f"{where}.index")
+        index = tuple(r.text(e, f"{where}.index", empty=False) for e in entries)
     return CheckpointRow(
         thread_id=thread_id,
         checkpoint_ns=name,
@@ -399,6 +407,7 @@ def _parse_row(
         run_key=r.opt_text(r.field(data, "run_key", where), f"{where}.run_key"),
         delta_channels=tuple(r.text(c, f"{where}.delta_channels") for c in delta),
         delta_base=base,
+        index=index,
     )
 
 

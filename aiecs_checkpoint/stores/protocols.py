@@ -26,6 +26,7 @@ from aiecs_checkpoint.stores.records import (
     CheckpointRow,
     DeltaHistory,
     Held,
+    IndexQuery,
     ListValue,
     Runs,
     StoredTuple,
@@ -119,7 +120,7 @@ class CheckpointStore(Protocol):
         ...
 
     def thread_heads(
-        self, before: ThreadKey | None, limit: int
+        self, before: ThreadKey | None, limit: int, query: IndexQuery | None = None
     ) -> Op[tuple[Sequence[Head], ThreadKey | None]]:
         """Visit up to `limit` threads, newest activity first, strictly after
         `before`, from the store's activity index (never a checkpoint scan).
@@ -128,7 +129,14 @@ class CheckpointStore(Protocol):
         both descending. Returns (activity ms, latest row) per thread that still
         has a checkpoint (the root namespace's latest, else any namespace's), and
         the key of the last thread visited to continue from (None: no more).
+        With `query`, only the thread index's candidates for it are visited
+        (a superset of the threads whose latest row matches; `IndexQuery`).
         """
+        ...
+
+    def index_secret(self, fresh: Typed) -> Op[Typed]:
+        """The thread index's secret as stored (serialized, so encrypted
+        under encryption); `fresh` is stored first when there is none."""
         ...
 
     def latest_rows(

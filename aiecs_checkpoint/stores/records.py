@@ -170,6 +170,44 @@ class CheckpointRow:
     run_key: str | None = None
     delta_channels: tuple[str, ...] = ()
     delta_base: dict[str, DeltaEntry] = field(default_factory=dict)
+    index: tuple[str, ...] | None = None
+    """Thread-index entries of the row's metadata (`index_entries`): keyed
+    digests of its (key, value) pairs and the key's id; None for rows written
+    before the index existed."""
+
+
+UNINDEXED = "#?"
+"""Index entry of threads whose latest row has no index (`CheckpointRow.index`
+None): every filtered listing visits them."""
+
+
+def index_entries(index: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The thread-index entries a thread whose latest row has `index` is in.
+
+    Entries starting with `#` name the key the row's digests were made with
+    (its "key id"), or `UNINDEXED`; the others are digests.
+    """
+    return index if index else (UNINDEXED,)
+
+
+def is_key_entry(entry: str) -> bool:
+    """True for a key-id entry (`#...`), false for a digest."""
+    return entry.startswith("#")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexQuery:
+    """What a filtered thread listing asks a store's thread index for.
+
+    A thread is a candidate when, for every option, it is in at least one of
+    the option's entries, or when its latest row was indexed under another key
+    than `key_id` (or not at all). Stores may use any one option (the smallest)
+    instead of all: candidates are a superset of the matches, and the saver
+    applies the exact filter to each.
+    """
+
+    key_id: str
+    options: tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ from aiecs_checkpoint.stores.records import (
     CheckpointRow,
     DeltaHistory,
     Held,
+    IndexQuery,
     ListValue,
     Runs,
     StoredTuple,
@@ -388,9 +389,13 @@ class ArchivedStore:
         return (yield from self.hot.count_checkpoints())
 
     def thread_heads(
-        self, before: Key | None, limit: int
+        self, before: Key | None, limit: int, query: IndexQuery | None = None
     ) -> Op[tuple[Sequence[Head], Key | None]]:
-        hot, hot_resume = yield from self.hot.thread_heads(before, limit)
+        """The hot store's page (its thread index's candidates with `query`)
+        merged with the archived threads it lacks. The archive has no thread
+        index: with `query` its threads are still visited, a page at a time,
+        and the saver's filter drops those that do not match."""
+        hot, hot_resume = yield from self.hot.thread_heads(before, limit, query)
         page = yield Blocking(self.tier.archived_heads, (before, limit))
         if page is None:
             return builtins.list(hot), hot_resume
@@ -402,6 +407,9 @@ class ArchivedStore:
         self, thread_ids: Sequence[str]
     ) -> Op[Sequence[tuple[CheckpointRow | None, int | None]]]:
         return (yield from self.hot.latest_rows(thread_ids))
+
+    def index_secret(self, fresh: Typed) -> Op[Typed]:
+        return (yield from self.hot.index_secret(fresh))
 
     def ping(self) -> Op[None]:
         yield from self.hot.ping()

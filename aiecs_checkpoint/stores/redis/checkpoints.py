@@ -11,8 +11,10 @@ History rewrites (prune, delete_for_runs, copy_thread) load the thread, apply
 the same functions as the memory store (`stores.thread_model`) and write it back with
 an optimistic generation check. A page of the thread listing is one registry
 call plus one call for the latest rows of the page's threads (one per thread
-on a Cluster, where each thread has its own slot). The key layout is
-documented in `stores.redis.layout`.
+on a Cluster, where each thread has its own slot). A filtered page reads the
+thread index instead of the registry (`P:ix:{E}`, see `stores.redis.layout`):
+a few calls whatever the number of threads, plus the rows of the threads it
+finds. The key layout is documented in `stores.redis.layout`.
 
 Errors: a failing call is retried briefly with backoff, then raises
 `StoreError` naming the server (never the password); the next call reconnects.
@@ -22,6 +24,7 @@ Nothing is ever written somewhere else instead.
 from __future__ import annotations
 
 import builtins
+import heapq
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -38,6 +41,7 @@ from aiecs_checkpoint.stores.records import (
     CheckpointRow,
     DeltaHistory,
     Held,
+    IndexQuery,
     ListItems,
     ListValue,
     ResolvedValue,
@@ -48,13 +52,19 @@ from aiecs_checkpoint.stores.records import (
     ValueWrite,
     Version,
     WriteRow,
+    index_entries,
     is_empty,
+    is_key_entry,
     ordered_writes,
     walk_delta_history,
 )
 from aiecs_checkpoint.stores.redis import layout as L
 from aiecs_checkpoint.stores.redis.client import Call, RedisSettings
 from aiecs_checkpoint.stores.thread_model import restored_activity_ms
+
+BUILT = "#built"
+"""Member of `ixkeys` saying every registered thread has been indexed (threads
+written before the index existed were added once, by `_backfill`)."""
 
 PAGE = 32
 """Checkpoints fetched per list round trip."""
@@ -78,9 +88,10 @@ class RedisCheckpointStore:
         yield Call(None, [], [], command="PING")
 
     def _thread_keys(self, thread_id: str) -> builtins.list[str]:
-        """The thread's keys, its `runs`, and the registry when standalone."""
+        """The thread's keys, its `runs` and `ix`, and the registry when
+        standalone."""
         tk = self.keys.thread(thread_id)
-        keys = [*tk.script_keys, tk.runs]
+        keys = [*tk.script_keys, tk.runs, tk.ix]
         return keys if self.s.cluster else [*keys, self.keys.threads]
 
     def _read_ttl(self) -> int:
@@ -92,9 +103,14 @@ class RedisCheckpointStore:
         self, row: CheckpointRow, values: dict[str, tuple[Version, ValueWrite]]
     ) -> Op[dict[str, ListValue]]:
         tk = self.keys.thread(row.thread_id)
-        keys = self._thread_keys(row.thread_id)
-        if row.run_key and not self.s.cluster:
-            keys.append(self.keys.run(row.run_key))
+        keys = [*tk.script_keys, tk.runs, tk.ix]
+        now = int(time.time() * 1000)
+        first = 0
+        if not self.s.cluster:
+            run = self.keys.run(row.run_key) if row.run_key else self.keys.threads
+            keys += [self.keys.threads, self.keys.ix_keys, run]
+            first = len(keys) + 1
+            keys += [self.keys.ix(e) for e in index_entries(row.index)]
         args = [
             E.enc(row.checkpoint_ns),
             row.checkpoint_id,
@@ -102,20 +118,26 @@ class RedisCheckpointStore:
             self.s.ttl_ms,
             row.thread_id,
             tk.log_prefix,
-            int(time.time() * 1000),
+            now,
             L.pack_values(row.checkpoint_ns, values),
             row.run_key or "",
+            first,
         ]
-        reply = yield Call("put", keys, args)
+        reply = yield Call("put", keys, args, acks=self.s.replica_acks)
         if L.text(reply[0]) == "stale":
             raise StaleListBase(row.checkpoint_id)
         if self.s.cluster:
-            yield from self._register_cluster(row.thread_id, row.run_key)
+            yield from self._register_cluster(row.thread_id, row.run_key, now)
+        moved, removed, added = (_texts(x) for x in reply[2])
+        yield from self._move_index(row.thread_id, now, moved, removed, added)
         return {L.text(ch): _as_list(E.unpack_value(blob)) for ch, blob in reply[1]}
 
-    def _register_cluster(self, thread_id: str, run_key: str | None) -> Op[None]:
-        """On a cluster the global indexes live in other slots: separate calls."""
-        now = int(time.time() * 1000)
+    def _register_cluster(
+        self, thread_id: str, run_key: str | None, now: int
+    ) -> Op[None]:
+        """On a cluster the global indexes live in other slots: separate calls
+        (not covered by `replica_acks`: a failover may drop a thread's
+        registry entry, which its next put writes again)."""
         yield Call(None, [self.keys.threads], [now, thread_id], command="ZADD")
         if run_key:
             yield Call(None, [self.keys.run(run_key)], [thread_id], command="SADD")
@@ -125,7 +147,7 @@ class RedisCheckpointStore:
     ) -> Op[None]:
         tk = self.keys.thread(thread_id)
         args = [E.member(ns, cid), E.pack_writes(rows), self.s.ttl_ms, tk.log_prefix]
-        yield Call("put_writes", tk.script_keys, args)
+        yield Call("put_writes", tk.script_keys, args, acks=self.s.replica_acks)
 
     def get(
         self, thread_id: str, ns: str, cid: str | None, held: Held | None = None
@@ -209,6 +231,7 @@ class RedisCheckpointStore:
                 for r in alive:
                     key = self.keys.run(L.text(r))
                     yield Call(None, [key], [t], command="SADD")
+            yield from self._sync_index(t)
 
     def _unlist(self, thread_id: str, run_keys: Sequence[str]) -> Op[None]:
         """Take a thread out of these runs' indexes (one call; one per run on a
@@ -255,6 +278,150 @@ class RedisCheckpointStore:
         )
         return [L.text(t) for t in reply]
 
+    # -- thread index: kept in step by every write, read by filtered listing -------
+
+    def _move_index(
+        self,
+        thread_id: str,
+        score: int,
+        moved: Sequence[str],
+        removed: Sequence[str],
+        added: Sequence[str],
+    ) -> Op[None]:
+        """Put the thread at `score` in the `moved` entries' indexes and take it
+        out of the `removed` ones; note new key-id entries in `ixkeys`. After a
+        removal the thread's `ix` is read again: an entry a racing write gave
+        it back is restored, so the index never misses a thread."""
+        yield from self._ix_move(thread_id, score, moved, removed)
+        keys = [e for e in added if is_key_entry(e)]
+        if keys:
+            yield Call(None, [self.keys.ix_keys], keys, command="SADD")
+        if not removed:
+            return
+        tk = self.keys.thread(thread_id)
+        now_in = _texts((yield Call(None, [tk.ix], [], command="SMEMBERS")))
+        back = [e for e in removed if e in set(now_in)]
+        if back:
+            at = yield from self._activity(thread_id)
+            yield from self._ix_move(thread_id, at, back, [])
+
+    def _ix_move(
+        self, thread_id: str, score: int, moved: Sequence[str], removed: Sequence[str]
+    ) -> Op[None]:
+        """`IXMOVE`: one call standalone, one per entry on a cluster."""
+        pairs = [(e, True) for e in moved] + [(e, False) for e in removed]
+        groups = [[p] for p in pairs] if self.s.cluster else [pairs]
+        for group in groups:
+            if group:
+                keys = [self.keys.ix(e) for e, _ in group]
+                nadd = sum(1 for _, add in group if add)
+                yield Call("ixmove", keys, [score, thread_id, nadd])
+
+    def _activity(self, thread_id: str) -> Op[int]:
+        """The thread's registry score (now when it is not registered)."""
+        found = yield Call(None, [self.keys.threads], [thread_id], command="ZSCORE")
+        if found is None:
+            return int(time.time() * 1000)
+        return int(float(L.text(found)))
+
+    def _sync_index(self, thread_id: str) -> Op[None]:
+        """Bring the thread index in step with the thread's latest row after a
+        delete or rewrite (at the registry's score)."""
+        tk = self.keys.thread(thread_id)
+        reply = yield Call("ixsync", [tk.ids, tk.order, tk.cp, tk.ix], [])
+        entries, removed, added = (_texts(x) for x in reply)
+        score = (yield from self._activity(thread_id)) if entries else 0
+        yield from self._move_index(thread_id, score, entries, removed, added)
+
+    def index_secret(self, fresh: Typed) -> Op[Typed]:
+        """The index secret (SET NX, then GET: one call)."""
+        reply = yield Call("ixsecret", [self.keys.ix_secret], [E.pack_item(fresh)])
+        return E.unpack_item(reply)
+
+    def _index_sources(self, query: IndexQuery) -> Op[builtins.list[str]]:
+        """The entries a filtered page walks: the query's smallest option, and
+        the key-id entries of other keys (rows a filter must always visit)."""
+        best = query.options[0]
+        if len(query.options) > 1:
+            sizes: dict[str, int] = {}
+            for e in {e for o in query.options for e in o}:
+                n = yield Call(None, [self.keys.ix(e)], [], command="ZCARD")
+                sizes[e] = int(n)
+            best = min(query.options, key=lambda o: sum(sizes[e] for e in o))
+        kinds = set(
+            _texts((yield Call(None, [self.keys.ix_keys], [], command="SMEMBERS")))
+        )
+        if BUILT not in kinds:
+            yield from self._backfill()
+            return (yield from self._index_sources(query))
+        others = {k for k in kinds if k != query.key_id and k != BUILT}
+        return sorted(set(best) | others)
+
+    def _backfill(self) -> Op[None]:
+        """Index every registered thread once (a store written before the index
+        existed: its rows join the `#?` entry, visited by every filter, until
+        the thread is written again); then mark the index built."""
+        cursor = 0
+        while True:
+            threads = yield from self.threads(cursor, 500)
+            for t in threads:
+                yield from self._sync_index(t)
+            if len(threads) < 500:
+                break
+            cursor += 500
+        yield Call(None, [self.keys.ix_keys], [BUILT], command="SADD")
+
+    def _index_page(
+        self, entries: Sequence[str], before: tuple[int, str] | None, limit: int
+    ) -> Op[builtins.list[tuple[int, str, str]]]:
+        """Up to `limit` distinct threads of the entries' indexes after
+        `before`, newest first, as (ms, thread id, an entry listing it)."""
+        ms, thread = ("", "") if before is None else (str(before[0]), before[1])
+        groups = [[e] for e in entries] if self.s.cluster else [list(entries)]
+        pages: builtins.list[builtins.list[tuple[int, str, str]]] = []
+        for group in groups:
+            keys = [self.keys.ix(e) for e in group]
+            reply = yield Call("ixrecent", keys, [ms, thread, limit])
+            for e, flat in zip(group, reply, strict=True):
+                pages.append(
+                    [
+                        (int(float(L.text(flat[i + 1]))), L.text(flat[i]), e)
+                        for i in range(0, len(flat), 2)
+                    ]
+                )
+        out: builtins.list[tuple[int, str, str]] = []
+        seen: set[str] = set()
+        for item in heapq.merge(*pages, key=lambda x: (x[0], x[1]), reverse=True):
+            if item[1] not in seen:
+                seen.add(item[1])
+                out.append(item)
+                if len(out) == limit:
+                    break
+        return out
+
+    def _indexed_heads(
+        self, before: tuple[int, str] | None, limit: int, query: IndexQuery
+    ) -> Op[tuple[builtins.list[tuple[int, CheckpointRow]], tuple[int, str] | None]]:
+        """A page of the thread index's candidates for `query`. A candidate
+        without checkpoints is reaped; one whose latest row lacks the entry
+        that listed it (a lost race) is taken out of that entry."""
+        entries = yield from self._index_sources(query)
+        found = yield from self._index_page(entries, before, limit)
+        rows = yield from self.latest_rows([t for _, t, _ in found])
+        heads: builtins.list[tuple[int, CheckpointRow]] = []
+        gone: builtins.list[str] = []
+        for (ms, t, entry), (row, _) in zip(found, rows, strict=True):
+            if row is None:
+                gone.append(t)
+                continue
+            if entry not in index_entries(row.index):
+                at = yield from self._activity(t)
+                yield from self._move_index(t, at, [], [entry], [])
+            heads.append((ms, row))
+        yield from self._reap(gone)
+        resume = (found[-1][0], found[-1][1]) if len(found) == limit else None
+        return heads, resume
+
     # -- thread listing: a registry page, then the page's latest rows ---------------
 
     def recent_threads(
@@ -288,8 +455,13 @@ class RedisCheckpointStore:
         return out
 
     def thread_heads(
-        self, before: tuple[int, str] | None, limit: int
+        self,
+        before: tuple[int, str] | None,
+        limit: int,
+        query: IndexQuery | None = None,
     ) -> Op[tuple[builtins.list[tuple[int, CheckpointRow]], tuple[int, str] | None]]:
+        if query is not None:
+            return (yield from self._indexed_heads(before, limit, query))
         entries = yield from self.recent_threads(before, limit)
         found = yield from self.latest_rows([t for _, t in entries])
         yield from self._reap(
@@ -424,6 +596,7 @@ class RedisCheckpointStore:
                 return False
             change(thread)
             if (yield from self._replace(thread_id, thread, gen)):
+                yield from self._sync_index(thread_id)
                 return True
         raise StoreError(f"thread {thread_id!r} kept changing during a history rewrite")
 
@@ -434,6 +607,7 @@ class RedisCheckpointStore:
         if self.s.cluster:
             yield Call(None, [self.keys.threads], [thread_id], command="ZREM")
         yield from self._unlist(thread_id, [L.text(r) for r in runs])
+        yield from self._sync_index(thread_id)
 
     def prune(self, thread_ids: Iterable[str], keep_latest: bool) -> Op[None]:
         for t in thread_ids:
@@ -494,6 +668,7 @@ class RedisCheckpointStore:
         if thread:
             rows = [r for ns in thread.values() for r in ns.rows.values()]
             yield from self._register(thread_id, rows, restored_activity_ms(thread))
+        yield from self._sync_index(thread_id)
 
     def mark_deleted(self, thread_id: str, at_us: int, ttl_s: int) -> Op[None]:
         key = self.keys.thread(thread_id).gone
@@ -536,6 +711,7 @@ class RedisCheckpointStore:
         else:
             raise StoreError(f"thread {target!r} kept changing during copy_thread")
         yield from self._register(target, added)
+        yield from self._sync_index(target)
 
     def count_checkpoints(self) -> Op[int]:
         """Checkpoints of every registered thread (reaping expired ones)."""
@@ -567,6 +743,11 @@ def _head_row(thread_id: str, mem: Any, blob: Any) -> CheckpointRow | None:
 def _run_keys(thread: model.Thread) -> set[str]:
     """Run keys of a thread's checkpoints (what its `runs` set holds)."""
     return {r.run_key for ns in thread.values() for r in ns.rows.values() if r.run_key}
+
+
+def _texts(values: Iterable[Any]) -> builtins.list[str]:
+    """A list reply of strings (bytes from a non-decoding client) as str."""
+    return [L.text(v) for v in values]
 
 
 def _as_list(value: Any) -> ListValue:

@@ -7,7 +7,10 @@ yield `Call`s; `RedisClient` performs them with redis-py's sync client and
 client (`EVALSHA`, falling back to `EVAL`), and a call failing with a
 connection error or timeout is retried briefly with backoff, then raised as
 `StoreError` naming the server (never the password). The next call
-reconnects. Nothing is ever written somewhere else instead. Rejected
+reconnects. Nothing is ever written somewhere else instead. A call with
+`acks` (the engine's `replica_acks`) is sent with `WAIT` on one connection,
+to the node holding its keys, and raises `StoreError` unless that many
+replicas acknowledged it within `replica_acks_timeout_ms`. Rejected
 credentials raise `StoreError` at once (never retried); a db index the server
 does not have raises `InvalidConfigError`. `unreachable` tells the two apart
 from a server that cannot be reached, the only case the engine's `fallback`
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
+import hashlib
 import re
 import socket
 import ssl
@@ -41,6 +46,14 @@ from aiecs_checkpoint.stores.settings import parse_ttl
 try:
     import redis
     import redis.asyncio as aredis
+    from redis.asyncio.cluster import PipelineCommand
+    from redis.exceptions import (
+        AskError,
+        ClusterDownError,
+        NoScriptError,
+        RedisClusterException,
+        TryAgainError,
+    )
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
@@ -59,6 +72,8 @@ class Call(Request):
     keys: Sequence[str]
     args: Sequence[Any]
     command: str = ""
+    acks: int = 0
+    """Replicas that must acknowledge the call's writes before it returns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,8 @@ class RedisSettings:
     cluster: bool = False
     retries: int = 3
     backoff_s: float = 0.05
+    replica_acks: int = 0
+    replica_acks_timeout_ms: int = 1000
 
 
 # -- URLs ------------------------------------------------------------------------
@@ -266,6 +283,60 @@ def _backoff(settings: RedisSettings) -> list[float]:
     return [settings.backoff_s * 4**i for i in range(settings.retries)]
 
 
+# -- calls acknowledged by replicas (WAIT) -----------------------------------------
+
+
+@functools.cache
+def _sha(name: str) -> str:
+    """The SHA1 digest `EVALSHA` knows the script `name` by."""
+    return hashlib.sha1(SCRIPTS[name].encode()).hexdigest()
+
+
+class _Reload(Exception):
+    """The node does not have the call's script yet: send it again with it."""
+
+
+def _acked_commands(call: Call, timeout_ms: int, load: bool) -> list[tuple[Any, ...]]:
+    """The commands of an acknowledged call, sent together on one connection:
+    `WAIT` counts the replicas that have the writes of *its own connection*,
+    so it must follow the call on the connection that made it."""
+    keys = list(call.keys)
+    if call.script is None:
+        sent: list[tuple[Any, ...]] = [(call.command, *keys, *call.args)]
+    else:
+        sent = [("EVALSHA", _sha(call.script), len(keys), *keys, *call.args)]
+        if load:
+            sent.insert(0, ("SCRIPT", "LOAD", SCRIPTS[call.script]))
+    return [*sent, ("WAIT", call.acks, timeout_ms)]
+
+
+def _acked_reply(
+    call: Call, replies: Sequence[Any], server: str, timeout_ms: int
+) -> Any:
+    """The call's reply once `call.acks` replicas acknowledged it; else the
+    command's error, or `StoreError` when too few replicas answered in time."""
+    reply, acks = replies[-2], replies[-1]
+    if isinstance(reply, NoScriptError):
+        raise _Reload
+    for failed in replies:
+        if isinstance(failed, BaseException):
+            raise failed
+    if int(acks) < call.acks:
+        raise StoreError(
+            f"Redis at {server}: {acks} of the {call.acks} replicas required "
+            f"(replica_acks) acknowledged the write within {timeout_ms} ms; it is "
+            "on the master but a failover may lose it"
+        )
+    return reply
+
+
+def _redirected(exc: BaseException) -> bool:
+    """A cluster node answered that the slot is elsewhere, or not served yet."""
+    return isinstance(
+        exc, (AskError, TryAgainError, ClusterDownError, RedisClusterException)
+    )
+
+
 # -- executors ------------------------------------------------------------------------
 
 
@@ -301,6 +372,8 @@ class RedisClient:
         return self._client
 
     def _send(self, call: Call) -> Any:
+        if call.acks:
+            return self._send_acked(call)
         if call.script is None:
             return self.client.execute_command(call.command, *call.keys, *call.args)
         script = self._scripts.get(call.script)
@@ -309,14 +382,44 @@ class RedisClient:
             self._scripts[call.script] = script
         return script(keys=list(call.keys), args=list(call.args))
 
+    def _send_acked(self, call: Call) -> Any:
+        """The call then `WAIT`, pipelined on one connection to the node that
+        holds the call's keys (they share one slot)."""
+        timeout_ms = self.settings.replica_acks_timeout_ms
+        client = self.client
+        if self.settings.cluster:
+            client = client.get_redis_connection(client.get_node_from_key(call.keys[0]))
+        for load in (False, True):
+            pipe = client.pipeline(transaction=False)
+            for command in _acked_commands(call, timeout_ms, load):
+                pipe.execute_command(*command)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+                return _acked_reply(call, replies, self.server, timeout_ms)
+            except _Reload:
+                continue
+        raise StoreError(f"Redis at {self.server} lost script {call.script!r} twice")
+
+    def _refresh_slots(self) -> None:
+        """Read the cluster's slot table again (after a failover or a move);
+        when no node answers, the retried call reports the failure."""
+        try:
+            self.client.nodes_manager.initialize()
+        except (redis.RedisError, RedisClusterException):
+            pass
+
     def execute(self, call: Call) -> Any:
         """One call, retried briefly on connection errors, else a typed error."""
         for delay in [*_backoff(self.settings), None]:
             try:
                 return self._send(call)
-            except redis.RedisError as exc:
-                if delay is None or not _retryable(exc):
+            except (redis.RedisError, RedisClusterException) as exc:
+                acked_on_cluster = bool(call.acks) and self.settings.cluster
+                again = _retryable(exc) or (acked_on_cluster and _redirected(exc))
+                if delay is None or not again:
                     raise _error(self.server, exc) from exc
+                if acked_on_cluster:
+                    self._refresh_slots()
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -412,6 +515,8 @@ class AsyncRedisClient:
 
     async def _send(self, call: Call) -> Any:
         client, loaded = await self._entry()
+        if call.acks:
+            return await self._send_acked(client, call)
         if call.script is None:
             return await client.execute_command(call.command, *call.keys, *call.args)
         script = loaded.get(call.script)
@@ -420,14 +525,50 @@ class AsyncRedisClient:
             loaded[call.script] = script
         return await script(keys=list(call.keys), args=list(call.args))
 
+    async def _send_acked(self, client: Any, call: Call) -> Any:
+        """The call then `WAIT`, pipelined on one connection to the node that
+        holds the call's keys (they share one slot)."""
+        timeout_ms = self.settings.replica_acks_timeout_ms
+        for load in (False, True):
+            commands = _acked_commands(call, timeout_ms, load)
+            if self.settings.cluster:
+                await client.initialize()
+                node = client.get_node_from_key(call.keys[0])
+                queued = [PipelineCommand(i, *c) for i, c in enumerate(commands)]
+                await node.execute_pipeline(queued)
+                replies = [q.result for q in queued]
+            else:
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies = await pipe.execute(raise_on_error=False)
+            try:
+                return _acked_reply(call, replies, self.server, timeout_ms)
+            except _Reload:
+                continue
+        raise StoreError(f"Redis at {self.server} lost script {call.script!r} twice")
+
+    async def _refresh_slots(self) -> None:
+        """Read the cluster's slot table again (after a failover or a move);
+        when no node answers, the retried call reports the failure."""
+        client, _ = await self._entry()
+        try:
+            await client.nodes_manager.initialize()
+        except (redis.RedisError, RedisClusterException):
+            pass
+
     async def execute(self, call: Call) -> Any:
         """One call, retried briefly on connection errors, else a typed error."""
         for delay in [*_backoff(self.settings), None]:
             try:
                 return await self._send(call)
-            except redis.RedisError as exc:
-                if delay is None or not _retryable(exc):
+            except (redis.RedisError, RedisClusterException) as exc:
+                acked_on_cluster = bool(call.acks) and self.settings.cluster
+                again = _retryable(exc) or (acked_on_cluster and _redirected(exc))
+                if delay is None or not again:
                     raise _error(self.server, exc) from exc
+                if acked_on_cluster:
+                    await self._refresh_slots()
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

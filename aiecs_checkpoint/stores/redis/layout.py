@@ -32,6 +32,19 @@ Redis Cluster slot and every script below is valid on a cluster):
 |                      |      | reads each listed thread's latest row and `gone`      |
 |                      |      | (`HEADS`)                                             |
 | `P:run:{R}`          | set  | thread ids that hold checkpoints of run digest R      |
+| `P:{T}:ix`           | set  | the thread-index entries E of the thread's latest row |
+|                      |      | (`saver.index`); no TTL, like `cpruns`                |
+| `P:ix:{E}`           | zset | thread id -> activity ms (the registry's score) of    |
+|                      |      | every thread whose latest row has index entry E: a    |
+|                      |      | digest of one indexed metadata (key, value), or a key |
+|                      |      | id (`#p`, `#k...`; `#?`: rows older than the index)   |
+| `P:ixkeys`           | set  | the key-id entries in use (a filtered listing also    |
+|                      |      | visits the threads indexed under another key), and    |
+|                      |      | `#built` once every registered thread was indexed:    |
+|                      |      | the first filtered listing of a store written before  |
+|                      |      | the index existed indexes its threads once            |
+| `P:ixsecret`         | str  | the index secret, serialized (so encrypted under      |
+|                      |      | `EncryptedSerializer`); unused with a plain serializer|
 
 (`ns` and `ch` are percent-encoded too.) Values are the serializer's bytes: no
 user value or metadata is stored in plaintext under `EncryptedSerializer` (what
@@ -50,8 +63,58 @@ registry and from every run index `cpruns` names, and restores the entries
 of a thread written again meanwhile. Hot paths are unchanged: a put is still
 one script call (plus the global indexes' calls on a cluster).
 
+The thread index (filtered `list_threads`) is kept like the registry. A put
+makes `P:{T}:ix` the entries of the thread's latest row (in its script) and
+moves the thread to now in each entry's `P:ix:{E}`: inside the script on a
+standalone server (the row's entries are known before the call, so they are
+declared keys; entries it leaves are returned and removed by one more call),
+with one ZADD per entry on a cluster, where each entry has its own slot.
+Delete, prune, copy, delete_for_runs, import and the reaper run `IXSYNC`
+(the thread's `ix` set from its latest row, in its slot), then move the
+entries (`IXMOVE`: one call standalone, one per entry on a cluster) at the
+registry's score, and check `ix` again, so a put that raced in keeps its
+entries. A filtered page reads `P:ixkeys`, the entries of the filter's pairs
+(`IXRECENT`), then the rows of the threads found; an entry that names a
+thread whose latest row lacks it (a lost race) or that expired is removed
+there. So a filter that matches nothing costs the same few calls whatever the
+number of threads. An expired thread keeps its entries until a listing meets
+it, exactly as it keeps its registry entry.
+
 A put retried after a timeout (its first attempt may still run once the
-server reads it) finds its row stored byte for byte and changes nothing.
+server reads it) finds its row stored byte for byte and changes nothing
+(it writes the row again, same bytes, so that the retry is replicated).
+
+Durability (`ContextEngine(replica_acks=N, replica_acks_timeout=S)`):
+
+* N = 0 (default): `put` / `put_writes` return once the master ran the
+  script. Replication is asynchronous, so a failover to a replica that had
+  not received it yet loses it (`benchmarks/failover_loss.py` measures the
+  window). What survives a restart of the same server is what its own
+  persistence kept (`appendonly yes` with `appendfsync always`: every
+  acknowledged write; `everysec`: up to about a second lost).
+* N > 0: the script call and `WAIT N S*1000` go out pipelined on one
+  connection (`WAIT` counts the replicas that acknowledged *that
+  connection's* writes); on a Cluster, to the node holding the thread's
+  slot (every key of a thread shares it, so one node and one `WAIT`). The
+  call returns once N replicas of that node acknowledged, else it raises
+  `StoreError` after S seconds (default 1.0): the write is then on the
+  master and may or may not survive a failover. After a failover the
+  promoted replica has no replica of its own until one is added: every
+  put to its slots raises `StoreError` meanwhile. With `replica_acks`
+  greater than the replicas a node has, every put raises.
+* What `WAIT` promises: the write is in the memory of N replicas, so a
+  failover that promotes one of them keeps it (with one replica per
+  master, the only candidate is one of them). It does not make the
+  replicas fsync their AOF: if the master and those replicas all lose
+  power, it can still be lost.
+  Redis 7.2's `WAITAOF` would add that (not used: the package supports
+  Redis >= 7.0). Only the thread's own keys are covered: on a Cluster the
+  global indexes (`P:threads`, `P:run:{R}`) live in other slots and are
+  written without `WAIT` (a failover may drop a thread's registry entry
+  until its next put; its checkpoints stay readable by thread id). Domain
+  data (sessions, conversations, task contexts) is not covered either.
+* Keep the clients' `socket_timeout` (if any) above S, or a slow
+  acknowledgement is reported as a timeout and retried.
 
 List values cost what changed, both ways:
 
@@ -123,6 +186,7 @@ class ThreadKeys:
     log_prefix: str
     gone: str
     runs: str
+    ix: str
 
     @property
     def script_keys(self) -> list[str]:
@@ -135,6 +199,8 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.threads = f"{prefix}:threads"
+        self.ix_keys = f"{prefix}:ixkeys"
+        self.ix_secret = f"{prefix}:ixsecret"
 
     def thread(self, thread_id: str) -> ThreadKeys:
         base = f"{self.prefix}:{{{enc(thread_id)}}}"
@@ -149,10 +215,15 @@ class Keys:
             log_prefix=f"{base}:log:",
             gone=f"{base}:gone",
             runs=f"{base}:cpruns",
+            ix=f"{base}:ix",
         )
 
     def run(self, run_key: str) -> str:
         return f"{self.prefix}:run:{{{run_key}}}"
+
+    def ix(self, entry: str) -> str:
+        """The index of thread-index entry `entry` (its own hash tag)."""
+        return f"{self.prefix}:ix:{{{entry}}}"
 
 
 # -- values, reads and whole threads ---------------------------------------------

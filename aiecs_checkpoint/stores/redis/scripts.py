@@ -17,6 +17,41 @@ local function row_head(row_blob)
   local hlen = struct.unpack('>I4', row_blob)
   return cmsgpack.unpack(string.sub(row_blob, 5, 4 + hlen))
 end
+local function head_of(ids, order, cp)
+  local mem = ''
+  local r = redis.call('ZREVRANGEBYLEX', ids, '(\1', '(\0', 'LIMIT', 0, 1)
+  if #r > 0 then
+    mem = r[1]
+  else
+    local o = redis.call('ZREVRANGEBYLEX', order, '+', '-', 'LIMIT', 0, 1)
+    if #o > 0 then
+      local sep = string.find(o[1], '\0', 1, true)
+      mem = string.sub(o[1], sep + 1) .. '\0' .. string.sub(o[1], 1, sep - 1)
+    end
+  end
+  local row = ''
+  if mem ~= '' then row = redis.call('HGET', cp, mem) or '' end
+  return mem, row
+end
+local function sync_ix(ixkey, row)
+  local entries = {}
+  if row ~= '' then
+    local head = row_head(row)
+    if head[3] and #head[3] > 0 then entries = head[3] else entries = {'#?'} end
+  end
+  local now = {}
+  for _, e in ipairs(entries) do now[e] = true end
+  local removed, added = {}, {}
+  for _, e in ipairs(redis.call('SMEMBERS', ixkey)) do
+    if now[e] then now[e] = false else removed[#removed + 1] = e end
+  end
+  for _, e in ipairs(entries) do
+    if now[e] then added[#added + 1] = e end
+  end
+  if #removed > 0 then redis.call('SREM', ixkey, unpack(removed)) end
+  if #added > 0 then redis.call('SADD', ixkey, unpack(added)) end
+  return entries, removed, added
+end
 local function unpack_held(arg)
   if arg == '' then return nil end
   return cmsgpack.unpack(arg)
@@ -58,7 +93,19 @@ PUT = (
 local ns, cid = ARGV[1], ARGV[2]
 local mem = ns .. '\0' .. cid
 local vals = cmsgpack.unpack(ARGV[8])
+local function index_put()
+  local hm, hrow = head_of(KEYS[1], KEYS[2], KEYS[3])
+  local entries, removed, added = sync_ix(KEYS[9], hrow)
+  local first = tonumber(ARGV[10])
+  if first == 0 or hm ~= mem then return {entries, removed, added} end
+  for i = first, #KEYS do redis.call('ZADD', KEYS[i], ARGV[7], ARGV[5]) end
+  for _, e in ipairs(added) do
+    if string.sub(e, 1, 1) == '#' then redis.call('SADD', KEYS[11], e) end
+  end
+  return {{}, removed, {}}
+end
 if redis.call('HGET', KEYS[3], mem) == ARGV[3] then
+  redis.call('HSET', KEYS[3], mem, ARGV[3])
   local stored = {}
   for _, e in ipairs(vals) do
     if e[1] == 'l' then
@@ -67,7 +114,7 @@ if redis.call('HGET', KEYS[3], mem) == ARGV[3] then
     end
   end
   touch(tonumber(ARGV[4]), ARGV[6])
-  return {'ok', stored}
+  return {'ok', stored, index_put()}
 end
 for _, e in ipairs(vals) do
   if e[1] == 'l' and e[4] ~= '' and redis.call('SISMEMBER', KEYS[7], e[4]) == 0 then
@@ -117,19 +164,32 @@ redis.call('ZADD', KEYS[2], 0, cid .. '\0' .. ns)
 redis.call('HSET', KEYS[3], mem, ARGV[3])
 redis.call('HINCRBY', KEYS[6], '#gen', 1)
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[8], ARGV[9]) end
-if KEYS[9] then redis.call('ZADD', KEYS[9], ARGV[7], ARGV[5]) end
-if KEYS[10] then redis.call('SADD', KEYS[10], ARGV[5]) end
+if ARGV[10] ~= '0' then
+  redis.call('ZADD', KEYS[10], ARGV[7], ARGV[5])
+  if ARGV[9] ~= '' then redis.call('SADD', KEYS[12], ARGV[5]) end
+end
 touch(tonumber(ARGV[4]), ARGV[6])
-return {'ok', assigned}
+return {'ok', assigned, index_put()}
 """
 )
-"""KEYS: the 7 thread keys, the thread's `runs`, then on a standalone server
-the registry and the run's index. ARGV: ns, cid, row, ttl, thread id, log
-prefix, now (ms), values, run key ('' for none).
+"""KEYS: the 7 thread keys, the thread's `runs`, its `ix`, then on a
+standalone server the registry, `ixkeys`, the run's index (the registry again
+when there is no run) and the index entries of the row. ARGV: ns, cid, row,
+ttl, thread id, log prefix, now (ms), values, run key ('' for none), the
+position in KEYS of the row's first index entry ('0' on a cluster).
+
+The thread's `ix` set is made the entries of its latest row. When that row is
+the one put and the server is standalone, the script moves the thread to
+now in each entry's index; else it returns {entries the caller must move to
+now, entries to take it out of, entries it newly has} as the third item
+(removals are returned on a standalone server too: their keys are not known
+beforehand).
 
 A put whose row is already stored byte for byte (a retry of a put that did
 apply, e.g. after a socket timeout) changes nothing and returns the stored
-list manifests: retrying a put never appends its elements twice."""
+list manifests: retrying a put never appends its elements twice. It still
+writes the row again (same bytes), so the retry is replicated and a `WAIT`
+on the retrying connection (`replica_acks`) covers the first attempt too."""
 
 PUT_WRITES = (
     _COMMON
@@ -302,13 +362,14 @@ end
 if #d[1] > 0 then
   redis.call('HSET', KEYS[6], '#gen', gen + 1)
   touch(tonumber(ARGV[2]), ARGV[3])
-elseif KEYS[9] then
-  redis.call('ZREM', KEYS[9], ARGV[5])
+elseif KEYS[10] then
+  redis.call('ZREM', KEYS[10], ARGV[5])
 end
 return {#d[1], dropped}
 """
 )
-"""KEYS: the 7 thread keys, its `runs` [, the registry (standalone)]. ARGV:
+"""KEYS: the 7 thread keys, its `runs`, its `ix` [, the registry (standalone)].
+The caller then brings the thread index in step (`IXSYNC`). ARGV:
 expected gen ('' for any), ttl, log prefix, dump, thread id, the run keys of the
 new content (msgpack). Returns 'conflict', or {rows, run keys it no longer
 has} (the caller takes the thread out of those runs' indexes)."""
@@ -379,11 +440,12 @@ end
 for i = 1, 7 do redis.call('DEL', KEYS[i]) end
 local runs = redis.call('SMEMBERS', KEYS[8])
 redis.call('DEL', KEYS[8])
-if KEYS[9] then redis.call('ZREM', KEYS[9], ARGV[2]) end
+if KEYS[10] then redis.call('ZREM', KEYS[10], ARGV[2]) end
 return runs
 """
-"""KEYS: the 7 thread keys, its `runs` [, the registry (standalone)]. ARGV: log
-prefix, thread id. Returns the run keys whose indexes still list the thread."""
+"""KEYS: the 7 thread keys, its `runs`, its `ix` [, the registry
+(standalone)]. ARGV: log prefix, thread id. Returns the run keys whose indexes
+still list the thread (the caller then brings the thread index in step)."""
 
 REAP = r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -410,6 +472,71 @@ return redis.call('SMEMBERS', KEYS[2])
 """
 """KEYS ids, runs: false for a thread without checkpoints, else its run keys."""
 
+IXSYNC = (
+    _COMMON
+    + r"""
+local hm, hrow = head_of(KEYS[1], KEYS[2], KEYS[3])
+local entries, removed, added = sync_ix(KEYS[4], hrow)
+return {entries, removed, added}
+"""
+)
+"""KEYS ids, order, cp, ix of a thread: make `ix` the index entries of the
+thread's latest row (none when it has no checkpoint). Returns {entries,
+entries it left, entries it joined}; the caller moves the entry indexes."""
+
+IXMOVE = r"""
+local score, thread, nadd = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for i = 1, nadd do redis.call('ZADD', KEYS[i], score, thread) end
+for i = nadd + 1, #KEYS do redis.call('ZREM', KEYS[i], thread) end
+return 1
+"""
+"""Put thread ARGV[2] at score ARGV[1] in the first ARGV[3] entry indexes of
+KEYS and take it out of the rest (one slot: one key on a cluster)."""
+
+IXRECENT = r"""
+local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local pages = {}
+for k = 1, #KEYS do
+  local out = {}
+  local top = '+inf'
+  if ms ~= '' then
+    local below = false
+    for _, m in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[k], ms, ms)) do
+      if #out >= 2 * limit then break end
+      below = below or less(m, thread)
+      if below then
+        out[#out + 1] = m
+        out[#out + 1] = ms
+      end
+    end
+    top = '(' .. ms
+  end
+  if #out < 2 * limit then
+    local rest = redis.call('ZREVRANGEBYSCORE', KEYS[k], top, '-inf', 'WITHSCORES',
+                            'LIMIT', 0, limit - #out / 2)
+    for _, x in ipairs(rest) do out[#out + 1] = x end
+  end
+  pages[k] = out
+end
+return pages
+"""
+"""`RECENT` on each entry index of KEYS: per key a flat [thread, score, ...]
+page after (ARGV[1] ms, ARGV[2] thread id) of at most ARGV[3] threads."""
+
+IXSECRET = r"""
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+"""The thread index's secret (KEYS[1]), stored as ARGV[1] when absent."""
+
 SCRIPTS = {
     "put": PUT,
     "put_writes": PUT_WRITES,
@@ -425,4 +552,8 @@ SCRIPTS = {
     "reap": REAP,
     "unlist": UNLIST,
     "alive": ALIVE,
+    "ixsync": IXSYNC,
+    "ixmove": IXMOVE,
+    "ixrecent": IXRECENT,
+    "ixsecret": IXSECRET,
 }

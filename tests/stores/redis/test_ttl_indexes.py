@@ -163,7 +163,7 @@ def test_deleting_a_thread_takes_it_out_of_its_run_indexes(
         members = raw.smembers(f"{prefix}:run:{{{run_key('run-x')}}}")
         assert members == {b"b"}
         saver.delete_for_runs(["run-x"])
-        assert keys_of(raw, prefix) <= {f"{prefix}:threads"}
+        assert keys_of(raw, prefix) <= {f"{prefix}:threads", f"{prefix}:ixkeys"}
 
 
 def test_checkpoint_and_session_keys_of_one_id_never_collide() -> None:
