@@ -207,8 +207,9 @@ class Reply:
 class Engine:
     """chdb on one data directory: a connection per in-flight request."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, statement_log: str | None = None) -> None:
         self.data_dir = os.path.abspath(data_dir)
+        self._statement_log = open(statement_log, "ab") if statement_log else None
         os.makedirs(self.data_dir, exist_ok=True)
         self._tmp_dir = tempfile.mkdtemp(prefix="chfront-")
         # Held open for the process lifetime so the engine never unloads.
@@ -236,7 +237,20 @@ class Engine:
         for connection in connections:
             connection.handle.close()
         self._anchor.close()
+        if self._statement_log:
+            self._statement_log.close()
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+    def _log_statement(self, text: bytes, params: dict[str, str]) -> None:
+        """Append the statement as the engine parses it (never insert data) and
+        the names of its bound parameters, one JSON line, when asked to."""
+        if self._statement_log is None:
+            return
+        names = sorted(k[6:] for k in params if k.startswith("param_"))
+        line = {"sql": text.decode(errors="backslashreplace"), "params": names}
+        with self._lock:
+            self._statement_log.write(json.dumps(line).encode() + b"\n")
+            self._statement_log.flush()
 
     @contextmanager
     def _pooled(self) -> Iterator[_Connection]:
@@ -339,6 +353,7 @@ class Engine:
         query_params: dict[str, str],
     ) -> Reply:
         insert = _INSERT_WITH_DATA.match(sql)
+        self._log_statement(sql[: insert.end()] if insert else sql, params)
         if insert:
             return self._insert_from_file(connection, insert, sql[insert.end() :])
         default_format = params.get("default_format") or "TabSeparated"
@@ -581,9 +596,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--user", default="default")
     parser.add_argument("--password", default="")
+    parser.add_argument(
+        "--statement-log",
+        help="append each statement's text (not insert data) as a JSON line here",
+    )
     args = parser.parse_args(argv)
 
-    engine = Engine(args.data_dir)
+    engine = Engine(args.data_dir, args.statement_log)
     server = FrontServer((args.host, args.port), engine, args.user, args.password)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

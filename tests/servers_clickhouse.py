@@ -87,6 +87,9 @@ class ClickHouseServer:
         database: Database tests should use (reported by :attr:`database`).
         startup_timeout: Seconds to wait for ``READY``.
         autostart: Start in the constructor rather than on :meth:`start`.
+        statement_log: File the front appends every statement's text to (one
+            JSON line ``{"sql": ..., "params": [names]}``; insert data is never
+            logged), to check what SQL the engine was sent.
     """
 
     host: str = HOST
@@ -102,7 +105,9 @@ class ClickHouseServer:
         database: str = "default",
         startup_timeout: float = 30.0,
         autostart: bool = False,
+        statement_log: str | Path | None = None,
     ) -> None:
+        self.statement_log = Path(statement_log) if statement_log else None
         self._owns_data_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="chfront-data-"))
         self._port = port or 0
@@ -165,6 +170,8 @@ class ClickHouseServer:
         argv = [sys.executable, str(CHFRONT), "--port", str(self._port)]
         argv += ["--data-dir", str(self.data_dir)]
         argv += ["--user", self.user, "--password", self.password]
+        if self.statement_log:
+            argv += ["--statement-log", str(self.statement_log)]
         began = time.monotonic()
         self._process = subprocess.Popen(
             argv,

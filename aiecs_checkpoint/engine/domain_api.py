@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, TypeVar
 
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
 from aiecs_checkpoint.domain.models import (
     SESSION_STATUSES,
     SESSION_TYPES,
@@ -23,6 +25,7 @@ from aiecs_checkpoint.domain.models import (
     ConversationSession,
     SessionMetrics,
 )
+from aiecs_checkpoint.domain.serde import unwrap
 from aiecs_checkpoint.domain.task_context import TaskContext
 from aiecs_checkpoint.engine.core import EngineCore
 from aiecs_checkpoint.errors import InvalidConfigError, SerializationError
@@ -122,6 +125,12 @@ class DomainAPI(EngineCore):
         except Exception as exc:
             raise SerializationError(f"cannot serialize {what}: {exc}") from exc
 
+    def _seal(self) -> Callable[[str], Typed] | None:
+        """How the archive seals user ids: with the serializer when it
+        encrypts (ClickHouse then never holds a user id in clear), else None."""
+        encrypts = isinstance(unwrap(self.serde), EncryptedSerializer)
+        return self.serde.dumps_typed if encrypts else None
+
     def _load(self, value: Typed) -> Any:
         return None if value == EMPTY else self.serde.loads_typed(value)
 
@@ -183,7 +192,9 @@ class DomainAPI(EngineCore):
             self.domain.create_session(self._record(session))
         )
         if created:
-            self._archive(session_id, lambda rows: C.session_row(stored, rows))
+            self._archive(
+                session_id, lambda rows: C.session_row(stored, rows, self._seal())
+            )
         return self._session(stored)
 
     async def get_session(self, session_id: str) -> SessionMetrics | None:
@@ -254,7 +265,7 @@ class DomainAPI(EngineCore):
                 continue
             if stored is None:
                 return False
-            self._archive(session_id, partial(C.session_row, stored))
+            self._archive(session_id, partial(C.session_row, stored, seal=self._seal()))
             return True
 
     async def end_session(self, session_id: str, status: str = "completed") -> bool:
@@ -366,7 +377,7 @@ class DomainAPI(EngineCore):
         messages it appended (`blobs` by message key), once each."""
 
         def build(rows: C.Rows) -> None:
-            C.session_row(tracked.session, rows)
+            C.session_row(tracked.session, rows, self._seal())
             for message_id in tracked.appended:
                 C.message_row(session_id, "", message_id, blobs[message_id], rows)
 

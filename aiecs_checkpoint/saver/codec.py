@@ -113,6 +113,20 @@ def check_checkpoint_id(checkpoint_id: object, what: str) -> str:
     return checkpoint_id
 
 
+def check_name(value: object, what: str) -> str:
+    """A task id, task path or channel name every store can keep (any str of
+    valid Unicode text), or `InvalidConfigError` naming `what`."""
+    if not isinstance(value, str):
+        raise InvalidConfigError(
+            f"{what} must be a str, got {type(value).__name__} {value!r}"
+        )
+    if not _is_text(value):
+        raise InvalidConfigError(
+            f"{what} must be valid Unicode text (no lone surrogates), got {value!r}"
+        )
+    return value
+
+
 def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Target:
     """Validate a RunnableConfig's `configurable` and return its target."""
     if not isinstance(config, Mapping):
@@ -226,6 +240,9 @@ def encode_put(
     """
     target = parse_config(config)
     cid = check_checkpoint_id(checkpoint.get("id"), "checkpoint['id']")
+    for names in (checkpoint.get("channel_versions", {}), new_versions):
+        for ch in names:
+            check_name(ch, "a channel name")
     record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")
@@ -431,6 +448,10 @@ def encode_writes(
     """Serialize a task's writes, all of them before anything is stored; a
     `Send` repeating a stored list refers to it (`saver.sends`)."""
     target = parse_config(config, need_id=True)
+    check_name(task_id, "task_id")
+    check_name(task_path, "task_path")
+    for channel, _ in writes:
+        check_name(channel, "a write's channel name")
     in_run = RUNTIME_KEY in (config.get("configurable") or {})
     match = (
         cache.match(target.thread_id, target.checkpoint_ns, in_run) if cache else None

@@ -17,7 +17,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
 
 from aiecs_checkpoint.domain.task_context import TaskContext
-from aiecs_checkpoint.errors import TrackingError
+from aiecs_checkpoint.errors import (
+    InvalidArgumentError,
+    InvalidConfigError,
+    TrackingError,
+)
 from aiecs_checkpoint.tracking.records import Stamp, TaskRecorder
 
 CONFIG_KEY_CHECKPOINTER = "__pregel_checkpointer"
@@ -91,9 +95,13 @@ def add_context_update(
     """Record a context update (any serializable `data`) by the running task."""
     _check_text(update_type=update_type)
     if metadata is not None and not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        raise InvalidArgumentError(
+            f"metadata must be a mapping, got {type(metadata).__name__}"
+        )
     if metadata and "stamp" in metadata:
-        raise ValueError('metadata key "stamp" is reserved for the record stamp')
+        raise InvalidConfigError(
+            'metadata key "stamp" is reserved for the record stamp'
+        )
     saver, stamp = running_task("add_context_update()")
     record = {
         "update_type": update_type,
@@ -120,7 +128,9 @@ async def aget_task_context() -> TaskContext:
 def _check_text(**fields: str) -> None:
     for name, value in fields.items():
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+            raise InvalidConfigError(
+                f"{name} must be a non-empty string, got {value!r}"
+            )
 
 
 __all__ = [

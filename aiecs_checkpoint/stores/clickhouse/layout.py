@@ -51,7 +51,7 @@ conversation-session type of an agent message.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -560,12 +560,23 @@ def _utc(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc)
 
 
-def session_row(s: SessionRecord, out: Rows) -> None:
+SEALED_USER = b"\xff"
+"""Prefix of a user id the archive keeps sealed: under encryption the
+`user_id` column holds `SEALED_USER` + `encoding.pack_item` of the id as the
+engine's serializer encrypts it (as Redis keeps it), never the id in clear."""
+
+
+def session_row(
+    s: SessionRecord, out: Rows, seal: Callable[[str], Typed] | None = None
+) -> None:
+    """The session's row; `seal` (the encrypting serializer's `dumps_typed`)
+    seals the user id."""
+    user = s.user_id if seal is None else SEALED_USER + E.pack_item(seal(s.user_id))
     out.add(
         SESSIONS,
         (
             s.session_id,
-            s.user_id,
+            user,
             s.status,
             _utc(s.created_us),
             _utc(s.activity_us),
