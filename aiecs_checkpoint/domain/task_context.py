@@ -239,6 +239,23 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def _stamp_out(stamp: Any) -> Any:
+    """A model-usage stamp for `to_dict`: its time as ISO 8601."""
+    if isinstance(stamp, Mapping) and "time" in stamp:
+        return {**stamp, "time": _iso(stamp["time"])}
+    return stamp
+
+
+def _stamp_in(entry: Any, where: str) -> Any:
+    """A model-usage stamp from `from_dict`: its time parsed (None if absent)."""
+    stamp = entry.get("stamp") if isinstance(entry, Mapping) else None
+    if stamp is None:
+        return None
+    if not isinstance(stamp, Mapping) or "time" not in stamp:
+        raise ValueError(f"{where} must be a dict with a time, got {stamp!r}")
+    return {**stamp, "time": parse_timestamp(stamp["time"], f"{where}.time")}
+
+
 def _run_to_completion(awaitable: Awaitable[Any]) -> None:
     """Finish an awaitable from sync code; impossible on a running event loop."""
     try:
@@ -516,7 +533,11 @@ class TaskContext:
                 for path, entry in self.file_tracker.items()
             },
             "model_tracker": [
-                {**entry, "timestamp": _iso(entry["timestamp"])}
+                {
+                    **entry,
+                    "timestamp": _iso(entry["timestamp"]),
+                    "stamp": _stamp_out(entry.get("stamp")),
+                }
                 for entry in self.model_tracker
             ],
         }
@@ -570,6 +591,7 @@ class TaskContext:
                         ("model_id", "provider_id", "mode"),
                         f"model_tracker[{i}]",
                     ),
+                    "stamp": _stamp_in(entry, f"model_tracker[{i}].stamp"),
                 },
             )
             for i, entry in enumerate(_sequence(data, "model_tracker"))

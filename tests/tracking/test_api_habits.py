@@ -5,6 +5,7 @@ node code that stays portable to other checkpointers (optional tracking)."""
 
 from __future__ import annotations
 
+import json
 import operator
 import subprocess
 import sys
@@ -324,3 +325,16 @@ def test_an_unknown_tracking_mode_is_a_config_error(
     monkeypatch.setenv("AIECS_TRACKING", "sometimes")
     with pytest.raises(InvalidConfigError, match="AIECS_TRACKING"):
         one_node(portable_node, InMemorySaver()).invoke({"log": []}, cfg("x"))
+
+
+def test_recorded_model_usage_round_trips_through_json() -> None:
+    def node(state: State) -> dict[str, Any]:
+        track_model_usage("m", "p", "chat", input_tokens=4, latency_ms=1.0)
+        return {"log": ["x"]}
+
+    saver = ContextEngineSaver()
+    one_node(node, saver).invoke({"log": []}, cfg("json"))
+    ctx = saver.get_task_context("json")
+    data = json.loads(json.dumps(ctx.to_dict()["model_tracker"]))
+    back = TaskContext.from_dict({"model_tracker": data}, enable_persistence=False)
+    assert back.model_tracker == ctx.model_tracker
