@@ -242,3 +242,15 @@ def test_markers_are_parsed(tmp_path: Path) -> None:
     doc.write_text("<!-- docs-test: skip -->\n```python\na = 1\n```\n")
     with pytest.raises(ValueError, match="reason"):
         blocks(doc)
+
+
+def test_the_readme_test_command_is_what_ci_runs() -> None:
+    """One test command: the README shows `scripts/test`, `.ci/run` calls it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"^python3 -m venv .*scripts/test$", readme, flags=re.MULTILINE)
+    assert shown == ["python3 -m venv .venv && . .venv/bin/activate && scripts/test"]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^scripts/test \|\| status=\$\?$", ci, flags=re.MULTILINE)
+    assert "pytest" not in ci.replace("pytest collected", ""), (
+        "pytest only via scripts/test"
+    )
