@@ -97,7 +97,8 @@ def running_task(
         raise TrackingError(
             f"{what} records into the thread through ContextEngineSaver, but this "
             f"graph runs with {found}; compile it with "
-            "checkpointer=ContextEngineSaver(...)"
+            "checkpointer=ContextEngineSaver(...), or set AIECS_TRACKING=optional "
+            "to make tracking do nothing under other checkpointers"
         )
     if task_id is None or thread_id is None:
         raise TrackingError(
