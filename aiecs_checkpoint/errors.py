@@ -61,7 +61,15 @@ class StoreError(AiecsCheckpointError, ConnectionError):
 
 
 class TrackingError(AiecsCheckpointError, RuntimeError):
-    """A tracking helper was called outside a graph node run by ContextEngineSaver."""
+    """A tracking helper was called outside a graph node run by ContextEngineSaver.
+
+    Set `AIECS_TRACKING=optional` (or use `optional_tracking()`) to make the
+    helpers do nothing there instead, so node code runs under any checkpointer.
+    """
+
+
+class InvalidRecordError(AiecsCheckpointError, ValueError):
+    """A tracking helper got a malformed field (empty name, negative token count)."""
 
 
 __all__ = [
@@ -74,6 +82,7 @@ __all__ = [
     "InvalidExportError",
     "InvalidNamespaceError",
     "InvalidPruneStrategyError",
+    "InvalidRecordError",
     "InvalidThreadIdError",
     "SerializationError",
     "StoreError",

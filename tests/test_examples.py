@@ -3,6 +3,7 @@ the README says they show."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,19 @@ def run(name: str) -> str:
     return done.stdout
 
 
-def test_quickstart_runs_on_the_embedded_store() -> None:
-    assert run("quickstart.py").strip()
+def test_quickstart_pauses_resumes_and_prints_its_history() -> None:
+    out = run("quickstart.py")
+    assert "paused at 'approve': Approve the plan? (archive old reports)" in out
+    assert "resumed and finished: approved=True" in out
+    assert "  - human answered 'yes'" in out
+    history = [line.split()[1] for line in out.splitlines() if "  step " in line]
+    assert history == ["3", "2", "1", "0", "-1"], "newest first, down to the input"
+
+
+def test_every_example_has_a_test_of_what_it_prints() -> None:
+    source = Path(__file__).read_text(encoding="utf-8")
+    tested = set(re.findall(r'run\("([\w.]+\.py)"\)', source))
+    assert tested == {p.name for p in EXAMPLES.glob("*.py")}
 
 
 def test_tracking_example_prints_model_calls_files_and_history() -> None:

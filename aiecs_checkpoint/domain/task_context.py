@@ -56,13 +56,48 @@ class FileOperation(TypedDict):
     state: str
 
 
+class RecordStamp(TypedDict):
+    """Where and when a graph node recorded an entry (see `tracking.records`)."""
+
+    thread_id: str
+    checkpoint_ns: str
+    node: str | None
+    task_id: str
+    step: int | None
+    run_id: str | None
+    time: datetime
+
+
 class ModelUsage(TypedDict):
-    """A `model_tracker` entry."""
+    """A `model_tracker` entry: one model call.
+
+    Every entry has every key, whoever wrote it (`track_model_usage`,
+    `ModelUsageTracker`, `TaskContext.track_model_usage`, `from_dict`); a figure
+    that was not reported is None. `stamp` is None for entries not recorded by a
+    graph node (`TaskContext.track_model_usage` called directly).
+    """
 
     model_id: str
     provider_id: str
     mode: str
     timestamp: datetime
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    latency_ms: float | None
+    error: str | None
+    stamp: RecordStamp | None
+
+
+MODEL_USAGE_FIGURES = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "latency_ms",
+    "error",
+    "stamp",
+)
+"""The `ModelUsage` keys that may be None (not reported)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +237,23 @@ def _estimate_size(value: Any) -> int:
 
 def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _stamp_out(stamp: Any) -> Any:
+    """A model-usage stamp for `to_dict`: its time as ISO 8601."""
+    if isinstance(stamp, Mapping) and "time" in stamp:
+        return {**stamp, "time": _iso(stamp["time"])}
+    return stamp
+
+
+def _stamp_in(entry: Any, where: str) -> Any:
+    """A model-usage stamp from `from_dict`: its time parsed (None if absent)."""
+    stamp = entry.get("stamp") if isinstance(entry, Mapping) else None
+    if stamp is None:
+        return None
+    if not isinstance(stamp, Mapping) or "time" not in stamp:
+        raise ValueError(f"{where} must be a dict with a time, got {stamp!r}")
+    return {**stamp, "time": parse_timestamp(stamp["time"], f"{where}.time")}
 
 
 def _run_to_completion(awaitable: Awaitable[Any]) -> None:
@@ -396,7 +448,16 @@ class TaskContext:
             ):
                 return False
         entry = ModelUsage(
-            model_id=model_id, provider_id=provider_id, mode=mode, timestamp=utc_now()
+            model_id=model_id,
+            provider_id=provider_id,
+            mode=mode,
+            timestamp=utc_now(),
+            input_tokens=None,
+            output_tokens=None,
+            total_tokens=None,
+            latency_ms=None,
+            error=None,
+            stamp=None,
         )
         self.model_tracker.append(entry)
         self.add_context_update(
@@ -475,7 +536,11 @@ class TaskContext:
                 for path, entry in self.file_tracker.items()
             },
             "model_tracker": [
-                {**entry, "timestamp": _iso(entry["timestamp"])}
+                {
+                    **entry,
+                    "timestamp": _iso(entry["timestamp"]),
+                    "stamp": _stamp_out(entry.get("stamp")),
+                }
                 for entry in self.model_tracker
             ],
         }
@@ -522,9 +587,15 @@ class TaskContext:
         ctx.model_tracker = [
             cast(
                 ModelUsage,
-                _tracker_entry(
-                    entry, ("model_id", "provider_id", "mode"), f"model_tracker[{i}]"
-                ),
+                {
+                    **dict.fromkeys(MODEL_USAGE_FIGURES),
+                    **_tracker_entry(
+                        entry,
+                        ("model_id", "provider_id", "mode"),
+                        f"model_tracker[{i}]",
+                    ),
+                    "stamp": _stamp_in(entry, f"model_tracker[{i}].stamp"),
+                },
             )
             for i, entry in enumerate(_sequence(data, "model_tracker"))
         ]
@@ -791,9 +862,11 @@ async def task_context(
 __all__ = [
     "DEFAULT_CHAT_ID",
     "DEFAULT_USER_ID",
+    "MODEL_USAGE_FIGURES",
     "ContextUpdate",
     "FileOperation",
     "ModelUsage",
+    "RecordStamp",
     "TaskContext",
     "build_context",
     "history_file_name",

@@ -513,7 +513,10 @@ class DomainAPI(EngineCore):
         return True
 
     async def get_task_context(self, session_id: str) -> TaskContext | None:
-        """The stored task context, or None."""
+        """The TaskContext stored for the session with `store_task_context`, or
+        None. Not what graph nodes recorded: for that, read
+        `saver.get_task_context(thread_id)` (or `current_task_context()` inside
+        a node)."""
         _check_id("session_id", session_id)
         blob = await self._timed(self.domain.get_task_context(session_id))
         return None if blob is None else TaskContext.from_dict(self._load(blob))

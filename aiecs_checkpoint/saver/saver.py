@@ -76,6 +76,8 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         mirror_messages: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        if engine is not None and not isinstance(engine, ContextEngine):
+            raise _engine_error(engine)
         if (
             isinstance(cache_bytes, bool)
             or not isinstance(cache_bytes, int)
@@ -182,6 +184,14 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
             mirror_messages=mirror_messages,
             cache_bytes=cache_bytes,
         )
+
+    def setup(self) -> None:
+        """Nothing to create: every store makes what it needs as it writes (no
+        tables, indexes or migrations). Kept so code written for other savers
+        (`saver.setup()`) runs unchanged."""
+
+    async def asetup(self) -> None:
+        """Nothing to create (see `setup`)."""
 
     def __enter__(self) -> ContextEngineSaver:
         self.engine.connect()
@@ -411,7 +421,9 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         (model usage, file operations, context updates), oldest first.
 
         `include_unsaved` adds records this process buffered for tasks whose
-        writes are not saved yet (what a node sees while it runs).
+        writes are not saved yet (what `current_task_context()` shows a node
+        while it runs). Not `await engine.get_task_context(session_id)`, which
+        returns a TaskContext stored with `engine.store_task_context`.
         """
         return self.engine.run(self._recording.task_context(thread_id, include_unsaved))
 
@@ -421,6 +433,24 @@ class ContextEngineSaver(BaseCheckpointSaver[str], records.TaskRecorder):
         """Async `get_task_context`."""
         op = self._recording.task_context(thread_id, include_unsaved)
         return await self.engine.arun(op)
+
+
+def _engine_error(engine: object) -> InvalidConfigError:
+    """The error for a first argument that is not a ContextEngine (a connection
+    string is the usual mistake; it is not echoed, as it may hold a password)."""
+    if isinstance(engine, str):
+        return InvalidConfigError(
+            "ContextEngineSaver(...) takes a ContextEngine, not a connection "
+            "string; for Redis use "
+            'ContextEngineSaver.from_conn_string("redis://host:6379/0") '
+            "(as `with` or `async with`), or ContextEngineSaver() for the "
+            "embedded memory store"
+        )
+    return InvalidConfigError(
+        "ContextEngineSaver(engine) needs a ContextEngine or None, got "
+        f"{type(engine).__name__}; for Redis use "
+        'ContextEngineSaver.from_conn_string("redis://host:6379/0")'
+    )
 
 
 __all__ = ["ContextEngineSaver"]

@@ -4,9 +4,10 @@ Given in a graph run's config (``config={"callbacks": [ModelUsageTracker()]}``),
 it records every chat-model (and LLM) call made inside a node into the thread's
 TaskContext, through the same path as `track_model_usage`: model name,
 provider, token usage from the response's `usage_metadata` (or the provider's
-`token_usage`), latency and the error of a failed call. Tool calls become
-`tool_call` context updates. Calls made outside a graph node of a
-`ContextEngineSaver` graph are not recorded (logged once at WARNING).
+`token_usage`), latency and the error of a failed call; its entries have the
+same keys as `track_model_usage`'s. Tool calls become `tool_call` context
+updates. Calls made outside a graph node of a `ContextEngineSaver` graph are
+not recorded (logged once at WARNING, unless tracking is optional).
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from aiecs_checkpoint.errors import TrackingError
-from aiecs_checkpoint.tracking.nodes import running_task
+from aiecs_checkpoint.tracking.nodes import (
+    describe_error,
+    model_usage_data,
+    running_task,
+    tracking_mode,
+)
 from aiecs_checkpoint.tracking.records import Stamp, TaskRecorder
 
 logger = logging.getLogger("aiecs_checkpoint.tracking")
@@ -88,15 +94,14 @@ class ModelUsageTracker(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._pop(run_id)
         if call is not None:
-            call.data.update(token_usage(response))
-            self._finish_model(call, None)
+            self._finish_model(call, None, token_usage(response))
 
     def on_llm_error(
         self, error: BaseException, *, run_id: UUID, **kwargs: Any
     ) -> None:
         call = self._pop(run_id)
         if call is not None:
-            self._finish_model(call, error)
+            self._finish_model(call, error, {})
 
     def _model_start(
         self,
@@ -120,10 +125,20 @@ class ModelUsageTracker(BaseCallbackHandler):
         data = {"model_id": str(model), "provider_id": str(provider), "mode": mode}
         self._start(run_id, data)
 
-    def _finish_model(self, call: _Call, error: BaseException | None) -> None:
-        call.data["latency_ms"] = round((time.perf_counter() - call.started) * 1000, 3)
-        call.data["error"] = None if error is None else _describe(error)
-        call.saver.record("model_usage", call.data, call.stamp)
+    def _finish_model(
+        self, call: _Call, error: BaseException | None, tokens: Mapping[str, int]
+    ) -> None:
+        data = model_usage_data(
+            call.data["model_id"],
+            call.data["provider_id"],
+            call.data["mode"],
+            input_tokens=tokens.get("input_tokens"),
+            output_tokens=tokens.get("output_tokens"),
+            total_tokens=tokens.get("total_tokens"),
+            latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
+            error=error,
+        )
+        call.saver.record("model_usage", data, call.stamp)
 
     # -- tools -----------------------------------------------------------------------
 
@@ -152,7 +167,7 @@ class ModelUsageTracker(BaseCallbackHandler):
     ) -> None:
         call = self._pop(run_id)
         if call is not None:
-            self._finish_tool(call, {"error": _describe(error)})
+            self._finish_tool(call, {"error": describe_error(error)})
 
     def _finish_tool(self, call: _Call, outcome: dict[str, Any]) -> None:
         latency = round((time.perf_counter() - call.started) * 1000, 3)
@@ -169,7 +184,7 @@ class ModelUsageTracker(BaseCallbackHandler):
         try:
             saver, stamp = running_task("ModelUsageTracker")
         except TrackingError as exc:
-            if not self._warned:
+            if not self._warned and tracking_mode() == "required":
                 self._warned = True
                 logger.warning("ModelUsageTracker is not recording: %s", exc)
             return
@@ -206,10 +221,6 @@ def token_usage(response: LLMResult) -> dict[str, int]:
         for theirs, ours in names.items()
         if theirs in reported
     }
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
 
 
 def _clip(value: Any) -> str:

@@ -46,6 +46,7 @@ from aiecs_checkpoint.domain.task_context import (
     ContextUpdate,
     FileOperation,
     ModelUsage,
+    RecordStamp,
     TaskContext,
 )
 from aiecs_checkpoint.stores.records import (
@@ -84,16 +85,16 @@ class Stamp:
         head, sep, _ = self.checkpoint_ns.rpartition("|")
         return head if sep else ""
 
-    def as_dict(self, at: datetime) -> dict[str, Any]:
-        return {
-            "thread_id": self.thread_id,
-            "checkpoint_ns": self.checkpoint_ns,
-            "node": self.node,
-            "task_id": self.task_id,
-            "step": self.step,
-            "run_id": self.run_id,
-            "time": at,
-        }
+    def as_dict(self, at: datetime) -> RecordStamp:
+        return RecordStamp(
+            thread_id=self.thread_id,
+            checkpoint_ns=self.checkpoint_ns,
+            node=self.node,
+            task_id=self.task_id,
+            step=self.step,
+            run_id=self.run_id,
+            time=at,
+        )
 
 
 class TaskRecorder(ABC):
@@ -110,7 +111,8 @@ class TaskRecorder(ABC):
     def get_task_context(
         self, thread_id: str, *, include_unsaved: bool = False
     ) -> TaskContext:
-        """The thread's TaskContext rebuilt from its records."""
+        """The thread's TaskContext rebuilt from its records (the saver's
+        `get_task_context`, which `current_task_context()` calls)."""
 
     @abstractmethod
     async def aget_task_context(
@@ -305,8 +307,7 @@ def task_context(thread_id: str, records: Iterable[Mapping[str, Any]]) -> TaskCo
         data = dict(r["data"])
         kind = r["kind"]
         if kind == "model_usage":
-            entry: dict[str, Any] = {**data, "timestamp": at, "stamp": stamp}
-            ctx.model_tracker.append(ModelUsage(**entry))  # type: ignore[typeddict-item]
+            ctx.model_tracker.append(model_usage(data, at, stamp))
             update = ContextUpdate(at, "model_usage", data, {"stamp": stamp})
         elif kind == "file_operation":
             path = data["path"]
@@ -324,6 +325,23 @@ def task_context(thread_id: str, records: Iterable[Mapping[str, Any]]) -> TaskCo
     return ctx
 
 
+def model_usage(data: Mapping[str, Any], at: datetime, stamp: Any) -> ModelUsage:
+    """A `model_tracker` entry with every `ModelUsage` key (None when a figure
+    was not recorded, as in records stored before the figures existed)."""
+    return ModelUsage(
+        model_id=str(data["model_id"]),
+        provider_id=str(data["provider_id"]),
+        mode=str(data["mode"]),
+        timestamp=at,
+        input_tokens=data.get("input_tokens"),
+        output_tokens=data.get("output_tokens"),
+        total_tokens=data.get("total_tokens"),
+        latency_ms=data.get("latency_ms"),
+        error=data.get("error"),
+        stamp=stamp,
+    )
+
+
 __all__ = [
     "KINDS",
     "RECORD_CHANNEL",
@@ -332,6 +350,7 @@ __all__ = [
     "TaskRecorder",
     "Waiting",
     "is_record",
+    "model_usage",
     "new_record",
     "record_row",
     "task_context",

@@ -322,6 +322,12 @@ def test_to_dict_has_every_part_of_the_context(tmp_path: Path) -> None:
         "provider_id",
         "mode",
         "timestamp",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "latency_ms",
+        "error",
+        "stamp",
     }
     assert set(d["context_history"][0]) == {
         "timestamp",

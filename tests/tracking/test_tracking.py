@@ -32,9 +32,9 @@ from aiecs_checkpoint import (
     ModelUsageTracker,
     SerializationError,
     TrackingError,
+    acurrent_task_context,
     add_context_update,
-    aget_task_context,
-    get_task_context,
+    current_task_context,
     track_file_operation,
     track_model_usage,
 )
@@ -301,7 +301,7 @@ def test_helpers_outside_a_graph_or_under_another_checkpointer_raise() -> None:
     with pytest.raises(TrackingError, match="inside a graph node"):
         track_model_usage("m", "p", "chat")
     with pytest.raises(TrackingError, match="inside a graph node"):
-        get_task_context()
+        current_task_context()
 
     def node(state: State) -> dict[str, Any]:
         track_file_operation("/x", "read")
@@ -352,7 +352,7 @@ async def test_nodes_read_their_task_context_while_running(store: str) -> None:
 
     async def node(state: State) -> dict[str, Any]:
         track_model_usage("m", "p", "chat")
-        ctx = await aget_task_context()
+        ctx = await acurrent_task_context()
         seen.append(len(ctx.model_tracker))
         return {"log": ["x"]}
 
