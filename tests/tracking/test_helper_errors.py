@@ -1,5 +1,5 @@
 """Tracking helpers called with bad arguments inside a node raise typed errors
-(`InvalidConfigError`, `InvalidArgumentError`), which still derive from the
+(`InvalidRecordError`, `InvalidArgumentError`), which still derive from the
 built-in `ValueError` / `TypeError` they raised before."""
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from typing_extensions import TypedDict
 
 from aiecs_checkpoint import (
     ContextEngineSaver,
-    InvalidConfigError,
     add_context_update,
     track_file_operation,
     track_model_usage,
 )
-from aiecs_checkpoint.errors import InvalidArgumentError
+from aiecs_checkpoint.errors import InvalidArgumentError, InvalidRecordError
 
 
 class State(TypedDict):
@@ -26,12 +25,12 @@ class State(TypedDict):
 
 
 CALLS: list[tuple[Callable[[], Any], type[Exception]]] = [
-    (lambda: track_model_usage("", "p", "chat"), InvalidConfigError),
-    (lambda: track_model_usage("m", 3, "chat"), InvalidConfigError),  # type: ignore[arg-type]
-    (lambda: track_file_operation("", "write"), InvalidConfigError),
-    (lambda: add_context_update("", {}), InvalidConfigError),
+    (lambda: track_model_usage("", "p", "chat"), InvalidRecordError),
+    (lambda: track_model_usage("m", 3, "chat"), InvalidRecordError),  # type: ignore[arg-type]
+    (lambda: track_file_operation("", "write"), InvalidRecordError),
+    (lambda: add_context_update("", {}), InvalidRecordError),
     (lambda: add_context_update("u", {}, metadata=[1]), InvalidArgumentError),  # type: ignore[arg-type]
-    (lambda: add_context_update("u", {}, metadata={"stamp": 1}), InvalidConfigError),
+    (lambda: add_context_update("u", {}, metadata={"stamp": 1}), InvalidRecordError),
 ]
 
 
