@@ -1,8 +1,12 @@
 """Quickstart: a graph that pauses for approval, is resumed, and shows its history.
 
-Runs on the embedded memory store: no server, no configuration.
+Runs on the embedded memory store: no server, no configuration. With
+`REDIS_URL` set it runs on that Redis instead, so the thread outlives the
+process and the command line can show it afterwards:
 
     python examples/quickstart.py
+    REDIS_URL=redis://localhost:6379/0 python examples/quickstart.py
+    aiecs-checkpoint history quickstart-1 --url redis://localhost:6379/0
 """
 
 from __future__ import annotations
@@ -52,7 +56,10 @@ def build() -> StateGraph:
 
 
 def main() -> None:
-    graph = build().compile(checkpointer=ContextEngineSaver())
+    saver = ContextEngineSaver.from_env()  # memory, or Redis when REDIS_URL is set
+    saver.delete_thread("quickstart-1")  # start afresh when run again on Redis
+    print(f"store: {saver.engine.storage_backend}")
+    graph = build().compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "quickstart-1"}}
 
     first = graph.invoke({"request": "archive old reports", "log": []}, config)

@@ -3,17 +3,24 @@ the README says they show."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import REDIS_INSTALLED, redis_url
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run(name: str) -> str:
+def run(name: str, **env: str) -> str:
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -30,6 +37,26 @@ def test_quickstart_pauses_resumes_and_prints_its_history() -> None:
     assert "  - human answered 'yes'" in out
     history = [line.split()[1] for line in out.splitlines() if "  step " in line]
     assert history == ["3", "2", "1", "0", "-1"], "newest first, down to the input"
+
+
+@pytest.mark.skipif(
+    not REDIS_INSTALLED and not os.environ.get("CI"), reason="redis-server missing"
+)
+def test_quickstart_on_redis_leaves_a_thread_the_command_line_shows() -> None:
+    url = redis_url()
+    for _ in range(2):  # a second run starts the thread afresh
+        out = run("quickstart.py", REDIS_URL=url)
+        assert out.startswith("store: redis")
+    command = ["history", "quickstart-1", "--json", "--url", url]
+    shown = subprocess.run(
+        [sys.executable, "-m", "aiecs_checkpoint", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    steps = [row["step"] for row in json.loads(shown)["checkpoints"]]
+    assert steps == [3, 2, 1, 0, -1], shown
 
 
 def test_every_example_has_a_test_of_what_it_prints() -> None:
