@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/*.md runs, so the docs cannot rot.
+"""Every ```python block of README.md, SECURITY.md and docs/*.md runs, so the docs cannot rot.
 
 Conventions for writers (an HTML comment on the line(s) just above a fence;
 GitHub does not render it):
@@ -53,7 +53,7 @@ from aiecs_checkpoint import ContextEngineSaver, ModelUsageTracker, track_model_
 from tests.conftest import REDIS_INSTALLED, redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 MARKER = re.compile(r"<!--\s*docs-test:\s*(?P<what>[a-z]+)(?::\s*(?P<why>.*?))?\s*-->")
 FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
