@@ -1,4 +1,4 @@
-"""Every ```python block of README.md, SECURITY.md and docs/*.md runs, so the docs cannot rot.
+"""Every ```python block of README.md, SECURITY.md and docs/*.md runs.
 
 Conventions for writers (an HTML comment on the line(s) just above a fence;
 GitHub does not render it):
