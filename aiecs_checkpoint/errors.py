@@ -69,7 +69,9 @@ class TrackingError(AiecsCheckpointError, RuntimeError):
 
 
 class InvalidRecordError(AiecsCheckpointError, ValueError):
-    """A tracking helper got a malformed field (empty name, negative token count)."""
+    """A record or model got a malformed field: a tracking helper (empty name,
+    negative token count), a session, message or TaskContext (a bad type,
+    an unknown conversation-session type, too few participants)."""
 
 
 __all__ = [

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from aiecs_checkpoint.errors import InvalidRecordError
+
 SESSION_STATUSES = frozenset({"active", "completed", "failed", "expired"})
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "tool"})
 PARTICIPANT_TYPES = frozenset({"user", "agent", "system", "master_controller"})
@@ -53,13 +55,13 @@ def utc_now() -> datetime:
 def ensure_utc(value: Any, name: str) -> datetime:
     """`value` as an aware UTC datetime; naive datetimes are taken to be UTC."""
     if not isinstance(value, datetime):
-        raise ValueError(f"{name} must be a datetime, got {value!r}")
+        raise InvalidRecordError(f"{name} must be a datetime, got {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=timezone.utc)
     try:
         return value.astimezone(timezone.utc)
     except OverflowError as exc:
-        raise ValueError(f"{name} is out of range in UTC: {value!r}") from exc
+        raise InvalidRecordError(f"{name} is out of range in UTC: {value!r}") from exc
 
 
 def parse_timestamp(value: Any, name: str) -> datetime:
@@ -77,7 +79,7 @@ def parse_timestamp(value: Any, name: str) -> datetime:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError as exc:
-            raise ValueError(
+            raise InvalidRecordError(
                 f"{name} must be an ISO 8601 datetime, got {value!r}"
             ) from exc
         return ensure_utc(parsed, name)
@@ -85,8 +87,12 @@ def parse_timestamp(value: Any, name: str) -> datetime:
         try:
             return datetime.fromtimestamp(value, timezone.utc)
         except (OverflowError, OSError, ValueError) as exc:
-            raise ValueError(f"{name} is not a valid epoch time: {value!r}") from exc
-    raise ValueError(f"{name} must be a datetime or ISO 8601 string, got {value!r}")
+            raise InvalidRecordError(
+                f"{name} is not a valid epoch time: {value!r}"
+            ) from exc
+    raise InvalidRecordError(
+        f"{name} must be a datetime or ISO 8601 string, got {value!r}"
+    )
 
 
 def _utc(name: str, value: Any) -> datetime:
@@ -95,13 +101,13 @@ def _utc(name: str, value: Any) -> datetime:
 
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
+        raise InvalidRecordError(f"{name} must be a string, got {value!r}")
     return value
 
 
 def _nonempty(name: str, value: Any) -> str:
     if not _text(name, value):
-        raise ValueError(f"{name} must be a non-empty string")
+        raise InvalidRecordError(f"{name} must be a non-empty string")
     return str(value)
 
 
@@ -112,7 +118,9 @@ def _optional_text(name: str, value: Any) -> str | None:
 def _choice(choices: frozenset[str]) -> _Check:
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str) or value not in choices:
-            raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+            raise InvalidRecordError(
+                f"{name} must be one of {sorted(choices)}, got {value!r}"
+            )
         return value
 
     return check
@@ -129,15 +137,19 @@ def _optional_choice(choices: frozenset[str]) -> _Check:
 
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        raise InvalidRecordError(
+            f"{name} must be a non-negative integer, got {value!r}"
+        )
     return value
 
 
 def _seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+        raise InvalidRecordError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
+        raise InvalidRecordError(
+            f"{name} must be finite and non-negative, got {value!r}"
+        )
     return float(value)
 
 
@@ -148,19 +160,19 @@ def _metadata(name: str, value: Any) -> dict[str, Any]:
         return value
     if isinstance(value, Mapping):
         return dict(value)
-    raise ValueError(f"{name} must be a dict, got {value!r}")
+    raise InvalidRecordError(f"{name} must be a dict, got {value!r}")
 
 
 def _field(data: Mapping[str, Any], key: str, model: str) -> Any:
     try:
         return data[key]
     except KeyError:
-        raise ValueError(f"{model}.from_dict: missing field {key!r}") from None
+        raise InvalidRecordError(f"{model}.from_dict: missing field {key!r}") from None
 
 
 def _mapping(data: Any, model: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
-        raise ValueError(f"{model}.from_dict needs a mapping, got {data!r}")
+        raise InvalidRecordError(f"{model}.from_dict needs a mapping, got {data!r}")
     return data
 
 
@@ -324,11 +336,11 @@ class ConversationParticipant(_Checked):
         pid = d["participant_id"] if "participant_id" in d else d.get("id")
         ptype = d["participant_type"] if "participant_type" in d else d.get("type")
         if pid is None:
-            raise ValueError(
+            raise InvalidRecordError(
                 f"{cls.__name__}.from_dict: missing field 'participant_id'"
             )
         if ptype is None:
-            raise ValueError(
+            raise InvalidRecordError(
                 f"{cls.__name__}.from_dict: missing field 'participant_type'"
             )
         role = d["participant_role"] if "participant_role" in d else d.get("role")
@@ -342,7 +354,9 @@ class ConversationParticipant(_Checked):
 
 def _participants(name: str, value: Any) -> list[ConversationParticipant]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name} must be a list of participants, got {value!r}")
+        raise InvalidRecordError(
+            f"{name} must be a list of participants, got {value!r}"
+        )
     out: list[ConversationParticipant] = []
     for item in value:
         if isinstance(item, ConversationParticipant):
@@ -350,9 +364,9 @@ def _participants(name: str, value: Any) -> list[ConversationParticipant]:
         elif isinstance(item, Mapping):
             out.append(ConversationParticipant.from_dict(item))
         else:
-            raise ValueError(f"{name} must hold participants, got {item!r}")
+            raise InvalidRecordError(f"{name} must hold participants, got {item!r}")
     if not out:
-        raise ValueError(f"{name} must not be empty")
+        raise InvalidRecordError(f"{name} must not be empty")
     return out
 
 
@@ -384,7 +398,7 @@ class ConversationSession(_Checked):
         missing = {t: n for t, n in needs.items() if counts.get(t, 0) < n}
         if missing:
             wanted = ", ".join(f"{n} {t}" for t, n in sorted(needs.items()))
-            raise ValueError(
+            raise InvalidRecordError(
                 f"participants of a {self.session_type} session must include "
                 f"at least {wanted}, got types {sorted(counts)}"
             )
@@ -560,7 +574,7 @@ class AgentCommunicationMessage(_Checked):
         metadata = dict(message.metadata)
         envelope = metadata.pop(AGENT_MESSAGE_KEY, None)
         if not isinstance(envelope, Mapping):
-            raise ValueError(
+            raise InvalidRecordError(
                 f"metadata has no {AGENT_MESSAGE_KEY!r} envelope: not an agent message"
             )
         return cls.from_dict(

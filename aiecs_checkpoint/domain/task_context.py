@@ -32,7 +32,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from aiecs_checkpoint.config import Settings
 from aiecs_checkpoint.domain.models import parse_timestamp, utc_now
-from aiecs_checkpoint.errors import SerializationError
+from aiecs_checkpoint.errors import InvalidRecordError, SerializationError
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +118,15 @@ class ContextUpdate:
             self, "timestamp", parse_timestamp(self.timestamp, "timestamp")
         )
         if not isinstance(self.update_type, str):
-            raise ValueError(f"update_type must be a string, got {self.update_type!r}")
+            raise InvalidRecordError(
+                f"update_type must be a string, got {self.update_type!r}"
+            )
         metadata: Any = self.metadata
         if metadata is None:
             object.__setattr__(self, "metadata", {})
         elif not isinstance(metadata, dict):
             if not isinstance(metadata, Mapping):
-                raise ValueError(f"metadata must be a dict, got {metadata!r}")
+                raise InvalidRecordError(f"metadata must be a dict, got {metadata!r}")
             object.__setattr__(self, "metadata", dict(metadata))
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,10 +142,14 @@ class ContextUpdate:
     def from_dict(cls, data: Mapping[str, Any]) -> ContextUpdate:
         """Inverse of `to_dict`; also reads the original's float timestamps."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"ContextUpdate.from_dict needs a mapping, got {data!r}")
+            raise InvalidRecordError(
+                f"ContextUpdate.from_dict needs a mapping, got {data!r}"
+            )
         missing = [k for k in ("timestamp", "update_type", "data") if k not in data]
         if missing:
-            raise ValueError(f"ContextUpdate.from_dict: missing field {missing[0]!r}")
+            raise InvalidRecordError(
+                f"ContextUpdate.from_dict: missing field {missing[0]!r}"
+            )
         return cls(
             timestamp=data["timestamp"],
             update_type=data["update_type"],
@@ -174,7 +180,7 @@ def _inside(base: Path, name: str) -> Path:
     root = base.resolve()
     path = (root / name).resolve()
     if path.parent != root:
-        raise ValueError(f"history file {name!r} would resolve outside {root}")
+        raise InvalidRecordError(f"history file {name!r} would resolve outside {root}")
     return path
 
 
@@ -252,7 +258,7 @@ def _stamp_in(entry: Any, where: str) -> Any:
     if stamp is None:
         return None
     if not isinstance(stamp, Mapping) or "time" not in stamp:
-        raise ValueError(f"{where} must be a dict with a time, got {stamp!r}")
+        raise InvalidRecordError(f"{where} must be a dict with a time, got {stamp!r}")
     return {**stamp, "time": parse_timestamp(stamp["time"], f"{where}.time")}
 
 
@@ -346,7 +352,7 @@ class TaskContext:
         serde: SerializerProtocol | None,
     ) -> None:
         if not isinstance(data, Mapping):
-            raise ValueError(f"data must be a mapping, got {data!r}")
+            raise InvalidRecordError(f"data must be a mapping, got {data!r}")
         self.settings = (
             Settings.from_env(log_level=False) if settings is None else settings
         )
@@ -354,17 +360,19 @@ class TaskContext:
         self.chat_id = _text_or_default(data, "chat_id", DEFAULT_CHAT_ID)
         raw_metadata = data.get("metadata")
         if raw_metadata is not None and not isinstance(raw_metadata, Mapping):
-            raise ValueError(f"metadata must be a dict, got {raw_metadata!r}")
+            raise InvalidRecordError(f"metadata must be a dict, got {raw_metadata!r}")
         self.metadata = dict(raw_metadata or {})
         if "aiPreference" in data:
             self.metadata["aiPreference"] = data["aiPreference"]
         raw_toggles = data.get("metadata_toggles")
         if raw_toggles is not None and not isinstance(raw_toggles, Mapping):
-            raise ValueError(f"metadata_toggles must be a dict, got {raw_toggles!r}")
+            raise InvalidRecordError(
+                f"metadata_toggles must be a dict, got {raw_toggles!r}"
+            )
         toggles = dict(raw_toggles or {})
         for key, flag in toggles.items():
             if not isinstance(flag, bool):
-                raise ValueError(
+                raise InvalidRecordError(
                     f"metadata_toggles[{key!r}] must be a bool, got {flag!r}"
                 )
         self.metadata_toggles = toggles
@@ -562,7 +570,9 @@ class TaskContext:
         other settings are local choices and are never taken from the data.
         """
         if not isinstance(data, Mapping):
-            raise ValueError(f"TaskContext.from_dict needs a mapping, got {data!r}")
+            raise InvalidRecordError(
+                f"TaskContext.from_dict needs a mapping, got {data!r}"
+            )
         ctx = cls.__new__(cls)
         ctx._configure(
             data, task_dir, settings, enable_persistence, max_context_size, serde
@@ -574,7 +584,7 @@ class TaskContext:
         ]
         files = data.get("file_tracker") or {}
         if not isinstance(files, Mapping):
-            raise ValueError(f"file_tracker must be a dict, got {files!r}")
+            raise InvalidRecordError(f"file_tracker must be a dict, got {files!r}")
         ctx.file_tracker = {
             str(path): cast(
                 FileOperation,
@@ -644,7 +654,7 @@ class TaskContext:
 
     def _decode_history(self, blob: bytes) -> list[ContextUpdate]:
         if not blob.startswith(HISTORY_MAGIC) or b"\n" not in blob:
-            raise ValueError("not a context history file")
+            raise InvalidRecordError("not a context history file")
         header, payload = blob[len(HISTORY_MAGIC) :].split(b"\n", 1)
         return _updates(self._serde.loads_typed((header.decode("ascii"), payload)))
 
@@ -787,13 +797,15 @@ def _text_or_default(data: Mapping[str, Any], key: str, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string, got {value!r}")
+        raise InvalidRecordError(f"{key} must be a string, got {value!r}")
     return value
 
 
 def _limit(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        raise InvalidRecordError(
+            f"{name} must be a non-negative integer, got {value!r}"
+        )
     return value
 
 
@@ -802,27 +814,29 @@ def _sequence(data: Mapping[str, Any], key: str) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-        raise ValueError(f"{key} must be a list, got {value!r}")
+        raise InvalidRecordError(f"{key} must be a list, got {value!r}")
     return list(value)
 
 
 def _updates(raw: Any) -> list[ContextUpdate]:
     if not isinstance(raw, list):
-        raise ValueError(f"context history must be a list, got {type(raw).__name__}")
+        raise InvalidRecordError(
+            f"context history must be a list, got {type(raw).__name__}"
+        )
     return [ContextUpdate.from_dict(entry) for entry in raw]
 
 
 def _tracker_entry(entry: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:
     """A tracker entry from a dict: named string fields checked, timestamp parsed."""
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where} must be a dict, got {entry!r}")
+        raise InvalidRecordError(f"{where} must be a dict, got {entry!r}")
     for key in keys:
         if not isinstance(entry.get(key), str):
-            raise ValueError(
+            raise InvalidRecordError(
                 f"{where}[{key!r}] must be a string, got {entry.get(key)!r}"
             )
     if "timestamp" not in entry:
-        raise ValueError(f"{where}: missing field 'timestamp'")
+        raise InvalidRecordError(f"{where}: missing field 'timestamp'")
     return {
         **entry,
         "timestamp": parse_timestamp(entry["timestamp"], f"{where}.timestamp"),
