@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.types import Send
 
 from aiecs_checkpoint.errors import (
     InvalidConfigError,
@@ -74,7 +75,10 @@ class Target:
 
 def _is_text(value: str) -> bool:
     """True when `value` is valid Unicode text (encodable as UTF-8: no lone
-    surrogates), as every store and the archive must be able to keep it."""
+    surrogates), as every store and the archive must be able to keep it.
+    ASCII (the usual id) is checked without encoding."""
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -129,6 +133,25 @@ def check_name(value: object, what: str) -> str:
 
 def parse_config(config: RunnableConfig | None, *, need_id: bool = False) -> Target:
     """Validate a RunnableConfig's `configurable` and return its target."""
+    conf = config.get("configurable") if type(config) is dict else None
+    if type(conf) is dict:
+        # the usual shape (plain dicts of ASCII strs), checked without the
+        # general path's calls; anything else falls through to it
+        thread_id = conf.get("thread_id")
+        ns = conf.get("checkpoint_ns", "")
+        cid = conf.get("checkpoint_id")
+        if (
+            type(thread_id) is str
+            and thread_id
+            and thread_id.isascii()
+            and type(ns) is str
+            and ns.isascii()
+            and (
+                cid is None or (type(cid) is str and cid.isascii() and "\0" not in cid)
+            )
+            and (cid or not need_id)
+        ):
+            return Target(thread_id, ns, cid or None)
     if not isinstance(config, Mapping):
         raise InvalidConfigError(
             f"config must be a mapping with a 'configurable' key, got {config!r}"
@@ -243,7 +266,8 @@ def encode_put(
     for names in (checkpoint.get("channel_versions", {}), new_versions):
         for ch in names:
             check_name(ch, "a channel name")
-    record = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+    record = dict(checkpoint)
+    record.pop("channel_values", None)
     md = get_serializable_checkpoint_metadata(config, metadata)
     manual = md.get("source") in ("update", "fork")
     conf = config.get("configurable") or {}
@@ -304,8 +328,23 @@ def _items(
     indexes: Iterable[int],
     match: sends.Match | None,
 ) -> tuple[Typed, ...]:
-    what = f"channel {channel!r} item"
-    return tuple(dump_shared(serde, value[i], f"{what} {i}", match) for i in indexes)
+    dump = serde.dumps_typed
+    out: list[Typed] = []
+    for i in indexes:
+        element = value[i]
+        if type(element) is Send:
+            out.append(
+                dump_shared(serde, element, f"channel {channel!r} item {i}", match)
+            )
+            continue
+        try:
+            out.append(dump(element))
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize channel {channel!r} item {i} "
+                f"({type(element).__name__}): {exc}"
+            ) from exc
+    return tuple(out)
 
 
 def dump_shared(
@@ -340,7 +379,14 @@ def plan_list(
     dirty, predating = edited
     for known, verify in gens:
         n = len(known.elements)
-        if not known.extended_by(value, dirty):
+        stale = known.dirty_at(value, dirty)
+        if stale is None:
+            continue
+        if stale and not (
+            cache is not None
+            and not verify
+            and all(_still_stored(cache, key, known, stale, value))
+        ):
             continue
         if verify and n and cache is not None:
             head = value[:n]
@@ -370,6 +416,24 @@ def plan_list(
     reused = len(items) < len(value)
     epoch = _best(gens, value)[0].epoch if reused else None
     return ListWrite.of_slots(epoch, slots, tuple(items)), None
+
+
+def _still_stored(
+    cache: SaverCache,
+    key: ListKey,
+    known: Known,
+    indexes: list[int],
+    value: list[Any],
+) -> list[bool]:
+    """Per index: True when the element, edited since stored (a task wrote it
+    again), still equals what is stored at its position, so the position is
+    reused instead of storing it again (an element written back unchanged, as
+    a caller writing its own list's newest element). False when this process
+    no longer keeps the stored element to compare with."""
+    positions = known.positions
+    return cache.unchanged(
+        key, known.epoch, [positions[i] for i in indexes], [value[i] for i in indexes]
+    )
 
 
 def _best(gens: list[tuple[Known, bool]], value: list[Any]) -> tuple[Known, bool]:

@@ -135,45 +135,6 @@ def merge_newest(streams: Sequence[Stream], key: Callable[[Any], Any]) -> Stream
             stream.close()
 
 
-class _Driver:
-    """One operation being driven: the request it waits on, or its result."""
-
-    __slots__ = ("finished", "op", "request", "result")
-
-    def __init__(self, op: Op[Any]) -> None:
-        self.op = op
-        self.finished = False
-        self.result: Any = None
-        self.request: Request | None = None
-        self.resume((None, None))
-
-    def resume(self, outcome: tuple[Any, BaseException | None]) -> None:
-        """Hand the operation a request's (reply, error); note what it does next."""
-        reply, error = outcome
-        try:
-            self.request = (
-                self.op.throw(error) if error is not None else self.op.send(reply)
-            )
-        except StopIteration as stop:
-            self.finished, self.result = True, stop.value
-
-
-def _perform(handler: Callable[[Any], Any], req: Any) -> tuple[Any, Any]:
-    try:
-        return handler(req), None
-    except BaseException as exc:
-        return None, exc
-
-
-async def _aperform(
-    handler: Callable[[Any], Awaitable[Any]], req: Any
-) -> tuple[Any, Any]:
-    try:
-        return await handler(req), None
-    except BaseException as exc:
-        return None, exc
-
-
 def _blocking(req: Blocking) -> Any:
     return req.fn(*req.args)
 
@@ -193,11 +154,22 @@ class Runner:
         }
 
     def run(self, op: Op[T]) -> T:
-        """Drive `op` to its result."""
-        d = _Driver(op)
-        while not d.finished:
-            d.resume(_perform(self._handlers[type(d.request)], d.request))
-        return d.result  # type: ignore[no-any-return]
+        """Drive `op` to its result; a failed request's exception is thrown
+        back into it. A flat loop: an operation that yields nothing (the
+        memory store) costs one `send`."""
+        handlers = self._handlers
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                req = op.send(reply) if error is None else op.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            handler = handlers[type(req)]
+            try:
+                reply, error = handler(req), None
+            except BaseException as exc:
+                reply, error = None, exc
 
     def iterate(self, stream: Stream) -> Iterator[Any]:
         """The items of `stream`, each as soon as it is emitted."""
@@ -217,11 +189,20 @@ class AsyncRunner:
         }
 
     async def run(self, op: Op[T]) -> T:
-        """Drive `op` to its result."""
-        d = _Driver(op)
-        while not d.finished:
-            d.resume(await _aperform(self._handlers[type(d.request)], d.request))
-        return d.result  # type: ignore[no-any-return]
+        """Drive `op` to its result (as `Runner.run`, awaiting each request)."""
+        handlers = self._handlers
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                req = op.send(reply) if error is None else op.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            handler = handlers[type(req)]
+            try:
+                reply, error = await handler(req), None
+            except BaseException as exc:
+                reply, error = None, exc
 
     async def iterate(self, stream: Stream) -> AsyncIterator[Any]:
         """The items of `stream`, each as soon as it is emitted."""

@@ -224,6 +224,10 @@ class RecordBuffer:
         tasks of steps <= `step` (their step is over, so their writes will not
         be saved on their own any more); at exit (`durability="exit"`, the only
         checkpoint saved) also every task of its subgraphs."""
+        if thread_id not in self._threads:
+            # nothing buffered (the usual put): no lock; a record buffered
+            # meanwhile is one this call could have run before anyway
+            return []
         with self._lock:
             tasks = self._threads.get(thread_id)
             if not tasks:

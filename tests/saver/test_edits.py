@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from aiecs_checkpoint import ContextEngineSaver
 
@@ -49,3 +50,58 @@ def test_edit_is_stored_even_when_the_list_changes_only_checkpoints_later(
     assert msgs_of(cold, c1) == [{"text": "original"}]
     assert msgs_of(cold, c3) == [{"text": "edited"}, {"text": "next"}]
     assert msgs_of(saver, c1) == [{"text": "original"}]
+
+
+class _CountingSerde(JsonPlusSerializer):
+    """Counts how often each `text` of a dict is serialized on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dumped: list[str] = []
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        if isinstance(obj, dict) and "text" in obj:
+            self.dumped.append(obj["text"])
+        return super().dumps_typed(obj)
+
+
+def _rounds(edit: bool) -> tuple[ContextEngineSaver, list[Any], list[str]]:
+    """Three rounds of a caller's own list: put, read, write its newest element
+    back (edited in place first when `edit`)."""
+    serde = _CountingSerde()
+    saver = ContextEngineSaver(serde=serde)
+    config: Any = {"configurable": {"thread_id": "w", "checkpoint_ns": ""}}
+    msgs: list[dict[str, str]] = []
+    configs = []
+    for i in range(3):
+        msgs = [*msgs, {"text": f"m{i}"}]
+        config = put(saver, config, {"msgs": msgs}, {"msgs": f"{i + 1:032}.0"})
+        configs.append(config)
+        msgs_of(saver, config)
+        if edit:
+            msgs[-1]["text"] += "-edited"
+        saver.put_writes(config, [("msgs", [msgs[-1]])], f"task-{i}")
+    return saver, configs, serde.dumped
+
+
+def test_element_written_back_unchanged_is_not_stored_again() -> None:
+    saver, configs, dumped = _rounds(edit=False)
+    assert dumped == ["m0", "m1", "m2"]
+    cold = ContextEngineSaver(saver.engine)
+    assert msgs_of(cold, configs[-1]) == [
+        {"text": "m0"},
+        {"text": "m1"},
+        {"text": "m2"},
+    ]
+
+
+def test_element_edited_in_place_and_written_back_is_stored_again() -> None:
+    saver, configs, dumped = _rounds(edit=True)
+    assert dumped == ["m0", "m0-edited", "m1", "m1-edited", "m2"]
+    cold = ContextEngineSaver(saver.engine)
+    assert msgs_of(cold, configs[0]) == [{"text": "m0"}]
+    assert msgs_of(cold, configs[-1]) == [
+        {"text": "m0-edited"},
+        {"text": "m1-edited"},
+        {"text": "m2"},
+    ]

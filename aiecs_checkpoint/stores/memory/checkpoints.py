@@ -131,8 +131,14 @@ class MemoryStore:
                 self._delete_thread(thread_id)
 
     def _namespace(self, thread_id: str, checkpoint_ns: str) -> model.Namespace:
-        thread = self._threads.setdefault(thread_id, {})
-        return thread.setdefault(checkpoint_ns, model.Namespace())
+        """The namespace, created if new (nothing is built when it exists)."""
+        thread = self._threads.get(thread_id)
+        if thread is None:
+            thread = self._threads[thread_id] = {}
+        space = thread.get(checkpoint_ns)
+        if space is None:
+            space = thread[checkpoint_ns] = model.Namespace()
+        return space
 
     def _ns(self, thread_id: str, checkpoint_ns: str) -> model.Namespace | None:
         return self._threads.get(thread_id, {}).get(checkpoint_ns)
