@@ -180,6 +180,15 @@ class MemoryStore:
         """The checkpoint by id, or the latest of the namespace when id is None,
         without the list elements the reader holds (`held`)."""
         yield from NO_IO
+        with self._lock:
+            found = self._row(thread_id, ns, cid)
+            return None if found is None else model.resolve(*found, held)
+
+    def _row(
+        self, thread_id: str, ns: str, cid: str | None
+    ) -> tuple[model.Namespace, CheckpointRow] | None:
+        """The namespace and the row read by id (latest when None), after
+        expiring threads; a read of the thread for `refresh_on_read`."""
         self._expire()
         with self._lock:
             space = self._ns(thread_id, ns)
@@ -189,7 +198,7 @@ class MemoryStore:
             if row is None:
                 return None
             self._read(thread_id)
-            return model.resolve(space, row, held)
+            return space, row
 
     def list(
         self,
@@ -253,16 +262,9 @@ class MemoryStore:
     ) -> Op[DeltaHistory | None]:
         """Walk the parent chain of a checkpoint once for all `channels`."""
         yield from NO_IO
-        self._expire()
         with self._lock:
-            space = self._ns(thread_id, ns)
-            if space is None or not space.ids:
-                return None
-            target = space.rows.get(cid or space.ids[-1])
-            if target is None:
-                return None
-            self._read(thread_id)
-            return model.walk(space, target, channels)
+            found = self._row(thread_id, ns, cid)
+            return None if found is None else model.walk(*found, channels)
 
     def log_items(
         self, thread_id: str, ns: str, channel: str, epoch: str, runs: Runs

@@ -4,19 +4,7 @@ Keys and fields are those of `stores.redis.layout`; records are the blobs of
 `stores.encoding` (scripts read only their Lua-readable headers).
 """
 
-_COMMON = r"""
-local function touch(ttl, logprefix)
-  if ttl > 0 then
-    for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], ttl) end
-    for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
-      redis.call('PEXPIRE', logprefix .. e, ttl)
-    end
-  end
-end
-local function row_head(row_blob)
-  local hlen = struct.unpack('>I4', row_blob)
-  return cmsgpack.unpack(string.sub(row_blob, 5, 4 + hlen))
-end
+_HEAD_OF = r"""
 local function head_of(ids, order, cp)
   local mem = ''
   local r = redis.call('ZREVRANGEBYLEX', ids, '(\1', '(\0', 'LIMIT', 0, 1)
@@ -32,6 +20,25 @@ local function head_of(ids, order, cp)
   local row = ''
   if mem ~= '' then row = redis.call('HGET', cp, mem) or '' end
   return mem, row
+end
+"""
+"""`head_of(ids, order, cp)`: a thread's latest member and row (root namespace,
+else the newest of any namespace); shared by `_COMMON` and `HEADS`."""
+
+_COMMON = (
+    _HEAD_OF
+    + r"""
+local function touch(ttl, logprefix)
+  if ttl > 0 then
+    for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], ttl) end
+    for _, e in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+      redis.call('PEXPIRE', logprefix .. e, ttl)
+    end
+  end
+end
+local function row_head(row_blob)
+  local hlen = struct.unpack('>I4', row_blob)
+  return cmsgpack.unpack(string.sub(row_blob, 5, 4 + hlen))
 end
 local function sync_ix(ixkey, row)
   local entries = {}
@@ -86,6 +93,7 @@ local function resolve(mem, row_blob, logprefix, only, held)
   return {mem, row_blob, vals, writes}
 end
 """
+)
 
 PUT = (
     _COMMON
@@ -411,28 +419,19 @@ return out
 """A page of the thread registry after the key (ARGV[1] ms, ARGV[2] thread id):
 by score, then member bytes, descending; flat [thread, score, ...]."""
 
-HEADS = r"""
+HEADS = (
+    _HEAD_OF
+    + r"""
 local out = {}
 for t = 1, #ARGV do
   local ids, order, cp, gone = KEYS[4 * t - 3], KEYS[4 * t - 2], KEYS[4 * t - 1],
                                KEYS[4 * t]
-  local mem = ''
-  local r = redis.call('ZREVRANGEBYLEX', ids, '(\1', '(\0', 'LIMIT', 0, 1)
-  if #r > 0 then
-    mem = r[1]
-  else
-    local o = redis.call('ZREVRANGEBYLEX', order, '+', '-', 'LIMIT', 0, 1)
-    if #o > 0 then
-      local sep = string.find(o[1], '\0', 1, true)
-      mem = string.sub(o[1], sep + 1) .. '\0' .. string.sub(o[1], 1, sep - 1)
-    end
-  end
-  local row = ''
-  if mem ~= '' then row = redis.call('HGET', cp, mem) or '' end
+  local mem, row = head_of(ids, order, cp)
   out[t] = {mem, row, redis.call('GET', gone) or ''}
 end
 return out
 """
+)
 """Per thread (ARGV: thread ids; KEYS: ids, order, cp, gone of each): its latest
 member and row (root namespace, else the newest of any namespace) and `gone`."""
 
