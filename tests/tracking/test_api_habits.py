@@ -347,3 +347,20 @@ def test_recorded_model_usage_round_trips_through_json() -> None:
     data = json.loads(json.dumps(ctx.to_dict()["model_tracker"]))
     back = TaskContext.from_dict({"model_tracker": data}, enable_persistence=False)
     assert back.model_tracker == ctx.model_tracker
+
+
+def test_the_callback_outside_a_saver_warns_only_when_tracking_is_required(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def call_model() -> None:
+        model = GenericFakeChatModel(messages=iter([AIMessage("hi")]))
+        model.invoke("hello", config={"callbacks": [ModelUsageTracker()]})
+
+    with caplog.at_level("WARNING", logger="aiecs_checkpoint.tracking"):
+        with optional_tracking():
+            call_model()
+        assert caplog.records == []
+        call_model()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert messages[0].startswith("ModelUsageTracker is not recording")
