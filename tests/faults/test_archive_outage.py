@@ -265,12 +265,6 @@ def _arrived_rows(settings: ArchiveSettings) -> int:
         client.close()
 
 
-IN_FLIGHT_REASON = (
-    "drop_oldest pops rows of the batch being written; when that write then "
-    "succeeds they are archived, yet counted as dropped (and not as written)"
-)
-
-
 async def _overflow(
     front: ClickHouseServer, frozen: bool
 ) -> tuple[dict[str, Any], int]:
@@ -341,7 +335,6 @@ async def test_a_full_outbox_drops_the_oldest_and_counts_exactly_what_is_missing
     assert metrics["dropped"] == missing
 
 
-@pytest.mark.xfail(strict=True, reason=IN_FLIGHT_REASON)
 async def test_a_full_outbox_behind_a_frozen_archive_counts_exactly_what_is_missing(
     up: ClickHouseServer,
 ) -> None:
@@ -424,14 +417,7 @@ def test_after_an_overflow_a_restored_thread_shows_only_whole_checkpoints(
 
 # -- restore while the archive is down ---------------------------------------------
 
-SILENT_REASON = (
-    "a restore read that fails is swallowed: the thread reads as empty (None / "
-    "no state) while the archive is down and for 5 s after, so a resume starts "
-    "a new run"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=SILENT_REASON)
 def test_restore_while_the_archive_is_down_fails_loudly_then_succeeds(
     up: ClickHouseServer,
 ) -> None:

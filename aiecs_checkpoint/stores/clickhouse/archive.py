@@ -8,8 +8,10 @@ has waited `flush_interval` seconds), retrying with backoff while ClickHouse is
 unreachable; a failing batch stays at the head, so order is kept and nothing is
 lost while the outbox has room. When it is full, `overflow` decides: drop the
 oldest entries (counted in `dropped`) or block the writer for at most
-`block_timeout` seconds, then drop. `close()` flushes what is left, within
-`close_timeout`.
+`block_timeout` seconds, then drop. An entry dropped while the batch holding it
+is being written is counted once that write ends: as written if it succeeded,
+else as dropped, so `dropped` is exactly what never reached ClickHouse.
+`close()` flushes what is left, within `close_timeout`.
 
 Deletes travel through the same outbox as barriers, so a delete never
 overtakes the rows it should remove. They are `ALTER TABLE ... DELETE`
@@ -242,6 +244,8 @@ class Archive:
         self._reader_down_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch_last = 0
+        self._in_flight = False
+        self._dropped_in_flight: list[_Entry] = []
         self._wake: asyncio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -346,9 +350,14 @@ class Archive:
                     if left <= 0 or not self._cond.wait(left):
                         break
             while self._queue and len(self._queue) + len(entries) > s.max_queue:
-                self._forget(self._queue.popleft()[1])
-                self.counters.dropped += 1
+                seq, entry = self._queue.popleft()
+                self._forget(entry)
                 self._done += 1
+                if self._in_flight and seq <= self._batch_last:
+                    # part of the batch being written: counted when it ends
+                    self._dropped_in_flight.append(entry)
+                else:
+                    self.counters.dropped += 1
             if not self._queue:
                 self._first_at = time.monotonic()
             for entry in entries:
@@ -435,6 +444,7 @@ class Archive:
                         self._ready = True
                     await self._write(client, batch)
                 except Exception as exc:
+                    self._landed(False)
                     if not isinstance(exc, failures()):
                         logger.exception(
                             "ClickHouse archive writer failed unexpectedly; the "
@@ -473,6 +483,7 @@ class Archive:
                 or age >= s.flush_interval
             )
             if due:
+                self._in_flight = True
                 return self._peek(), None
             return None, max(s.flush_interval - age, 0.001)
 
@@ -523,6 +534,18 @@ class Archive:
                 database=self.settings.database,
             )
 
+    def _landed(self, written: bool) -> None:
+        """The batch's write ended: count the entries a drop took out of it
+        meanwhile as `written` or, when it failed, as `dropped`."""
+        with self._cond:
+            taken = self._dropped_in_flight
+            if written:
+                self.counters.written += sum(isinstance(e, _Insert) for e in taken)
+            else:
+                self.counters.dropped += len(taken)
+            self._dropped_in_flight = []
+            self._in_flight = False
+
     def _failed(self, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
         with self._cond:
@@ -541,6 +564,7 @@ class Archive:
     def _succeeded(self) -> None:
         """Remove the delivered batch (by sequence number: `drop_oldest` may have
         removed some of its entries from the head meanwhile)."""
+        self._landed(True)
         with self._cond:
             while self._queue and self._queue[0][0] <= self._batch_last:
                 _, entry = self._queue.popleft()
