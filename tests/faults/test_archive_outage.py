@@ -453,14 +453,7 @@ def test_restore_while_the_archive_is_down_fails_loudly_then_succeeds(
             assert resume_to_completion(graph, t)["log"][-1] == f"n{spec.steps - 1}"
 
 
-FROZEN_READ_REASON = (
-    "archive reads use clickhouse-connect's default send_receive_timeout "
-    "(300 s), so a restore from a frozen ClickHouse hangs for minutes"
-)
-
-
 @pytest.mark.slow  # waits out the bound (~12 s), kept out of the default run's budget
-@pytest.mark.xfail(strict=True, reason=FROZEN_READ_REASON)
 def test_a_restore_from_a_frozen_archive_ends_within_the_bound(
     up: ClickHouseServer,
 ) -> None:

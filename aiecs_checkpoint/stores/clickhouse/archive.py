@@ -24,7 +24,8 @@ delivers newer rows of the thread first, the late delete leaves them alone.
 Reads (restoring a thread the hot store no longer has, a page of the thread
 listing from `context_threads`) use a sync client with bound parameters
 (`{thread:String}`) and `FINAL`, so a re-delivered batch is never seen twice.
-A read that cannot reach ClickHouse raises `StoreError`; `probe()` tells a
+A read that cannot reach ClickHouse, or gets no answer within `read_timeout`
+seconds (a frozen or overloaded server), raises `StoreError`; `probe()` tells a
 health check whether reads and writes work now.
 
 An archive that is not closed is closed at interpreter exit: what is queued
@@ -104,6 +105,10 @@ class ArchiveSettings:
     block_timeout: float = 5.0
     close_timeout: float = 10.0
     connect_timeout: float = 5.0
+    read_timeout: float = 5.0
+    """Longest wait, in seconds (whole, rounded up), for each read request's
+    answer (restores, thread listing, health probes), then `StoreError`; the
+    background writer is not bound by it."""
 
     def __post_init__(self) -> None:
         _check(isinstance(self.host, str) and bool(self.host), "host", self.host)
@@ -119,14 +124,15 @@ class ArchiveSettings:
         for name in ("flush_interval", "block_timeout", "close_timeout"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and value >= 0, name, value)
-        timeout = self.connect_timeout
-        _check(
-            isinstance(timeout, (int, float))
-            and not isinstance(timeout, bool)
-            and 0 < timeout < float("inf"),
-            "connect_timeout",
-            timeout,
-        )
+        for name in ("connect_timeout", "read_timeout"):
+            timeout = getattr(self, name)
+            _check(
+                isinstance(timeout, (int, float))
+                and not isinstance(timeout, bool)
+                and 0 < timeout < float("inf"),
+                name,
+                timeout,
+            )
         _check(self.overflow in ("drop_oldest", "block"), "overflow", self.overflow)
 
     @property
@@ -159,9 +165,12 @@ class ArchiveSettings:
 
     def client_options(self, asynchronous: bool = False) -> dict[str, Any]:
         """clickhouse-connect's client arguments (the sync client takes whole
-        seconds of connect timeout: rounded up, never down to 0)."""
+        seconds of connect and read timeout: rounded up, never down to 0); the
+        sync client (the reader) waits `read_timeout` for an answer."""
         timeout = self.connect_timeout
-        return {
+        read = max(1, math.ceil(self.read_timeout))
+        reads = {} if asynchronous else {"send_receive_timeout": read}
+        return reads | {
             "host": self.host,
             "port": self.port,
             "username": self.user,
