@@ -213,17 +213,19 @@ class _Tiering:
         resume = (page[-1].ms, page[-1].thread_id) if len(page) == limit else None
         return [a for a in page if not self.archive.pending(a.thread_id)], resume
 
-    def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread:
+    def fetch(self, thread_id: str, deleted_us: int | None) -> tuple[model.Thread, int]:
         """The archived thread, without rows archived before `deleted_us` ({}
-        when ClickHouse has none). `StoreError` when it cannot say: ClickHouse
-        unreachable, or this process still queues rows of the thread (what
-        ClickHouse holds is stale). A thread this process emptied is {} while
-        its delete is queued."""
+        when ClickHouse has none), and without checkpoints that lack rows they
+        reference (`model.whole`), with how many were left out. `StoreError`
+        when it cannot say: ClickHouse unreachable, or this process still
+        queues rows of the thread (what ClickHouse holds is stale); also when
+        ClickHouse holds checkpoints of the thread but none whole. A thread
+        this process emptied is {} while its delete is queued."""
         if thread_id in self.absent:
-            return {}
+            return {}, 0
         if self.archive.pending(thread_id):
             if thread_id in self.emptied:
-                return {}
+                return {}, 0
             self.archive.flush(PENDING_FLUSH_S)
             if self.archive.pending(thread_id):
                 raise _behind(thread_id)
@@ -242,7 +244,24 @@ class _Tiering:
             ) from exc
         if not thread:
             self.absent.add(thread_id)
-        return thread
+            return thread, 0
+        kept, left_out = model.whole(thread)
+        if not kept:
+            raise StoreError(
+                f"thread {thread_id!r} is not in the hot store and none of its "
+                f"{left_out} archived checkpoints is whole (rows of each were "
+                "lost before reaching ClickHouse: an outbox overflow, or a process "
+                "that died with rows queued); delete the thread to start it anew"
+            )
+        if left_out:
+            logger.warning(
+                "thread %r restored from the archive without %d of its "
+                "checkpoints, whose rows did not all reach ClickHouse; its "
+                "archived copy is replaced by what was restored",
+                thread_id,
+                left_out,
+            )
+        return kept, left_out
 
 
 def _behind(thread_id: str) -> StoreError:
@@ -270,8 +289,12 @@ class ArchivedStore:
         if thread_id in self.tier.absent:
             return False
         deleted_us = yield from self.hot.deleted_at(thread_id)
-        thread = yield Blocking(self.tier.fetch, (thread_id, deleted_us))
-        if thread:
+        thread, left_out = yield Blocking(self.tier.fetch, (thread_id, deleted_us))
+        if left_out:
+            # both tiers take the whole part: the archive's partial rows of
+            # the thread must never be read again (nor reused by new appends)
+            yield from self.import_thread(thread_id, thread)
+        elif thread:
             yield from self.hot.import_thread(thread_id, thread)
         return bool(thread)
 
