@@ -10,7 +10,9 @@ lost while the outbox has room. When it is full, `overflow` decides: drop the
 oldest entries (counted in `dropped`) or block the writer for at most
 `block_timeout` seconds, then drop. An entry dropped while the batch holding it
 is being written is counted once that write ends: as written if it succeeded,
-else as dropped, so `dropped` is exactly what never reached ClickHouse.
+else as dropped, so `dropped` is exactly what never reached ClickHouse. The
+keys (threads, sessions) that lost rows are remembered (`damaged`), so the hot
+store's side can archive such a thread whole again on its next write.
 `close()` flushes what is left, within `close_timeout`.
 
 Deletes travel through the same outbox as barriers, so a delete never
@@ -64,6 +66,9 @@ logger = logging.getLogger("aiecs_checkpoint.archive")
 Overflow = Literal["drop_oldest", "block"]
 
 T = TypeVar("T")
+
+MAX_DAMAGED = 100_000
+"""Most keys remembered as having lost rows to an overflow (then no more)."""
 
 READ_BACKOFF_S = 5.0
 """After a failed archive read, reads fail fast for this long."""
@@ -255,6 +260,7 @@ class Archive:
         self._batch_last = 0
         self._in_flight = False
         self._dropped_in_flight: list[_Entry] = []
+        self._damaged: set[str] = set()
         self._wake: asyncio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -367,6 +373,7 @@ class Archive:
                     self._dropped_in_flight.append(entry)
                 else:
                     self.counters.dropped += 1
+                    self._lost(entry)
             if not self._queue:
                 self._first_at = time.monotonic()
             for entry in entries:
@@ -378,6 +385,23 @@ class Archive:
                 # Wake once, when a batch fills up: a wake per put would keep
                 # the worker's loop reading its self-pipe instead of writing.
                 self._wake_worker()
+
+    def _lost(self, entry: _Entry) -> None:
+        """Remember that `entry`'s key lost a row (call with `_cond` held)."""
+        if isinstance(entry, _Insert) and len(self._damaged) < MAX_DAMAGED:
+            self._damaged.add(entry.key)
+
+    def damaged(self, key: str) -> bool:
+        """True, once, when rows of `key` were dropped and the outbox is at most
+        half full again: the caller should then queue it whole (its archived
+        copy lacks rows). While the outbox is fuller, False (it is kept)."""
+        with self._cond:
+            if key not in self._damaged:
+                return False
+            if len(self._queue) > self.settings.max_queue // 2:
+                return False
+            self._damaged.discard(key)
+            return True
 
     def _forget(self, entry: _Entry) -> None:
         n = self._pending.get(entry.key, 0) - 1
@@ -552,6 +576,8 @@ class Archive:
                 self.counters.written += sum(isinstance(e, _Insert) for e in taken)
             else:
                 self.counters.dropped += len(taken)
+                for entry in taken:
+                    self._lost(entry)
             self._dropped_in_flight = []
             self._in_flight = False
 

@@ -23,6 +23,14 @@ cannot answer, rather than leave archived checkpoints behind. A rewrite raises
 `StoreError` too, changing nothing, for a thread the hot store lost while this
 process still queues rows of it (the archive's copy is not complete yet).
 
+When the outbox dropped rows of a thread (overflow), the thread's next
+checkpoint put, once the outbox has room again, archives it whole anew (as a
+rewrite does), so its archived copy is complete again. A restore shows only
+whole checkpoints in any case (`model.whole`): those whose rows did not all
+arrive (dropped, or queued by a process that died) are left out and the
+archived copy is replaced by what was restored; when none is whole, the
+restore raises `StoreError`.
+
 A delete reaches the archive later than the hot store (one flush interval, or
 an outage's length), so before a thread's history is deleted or rewritten the
 hot store is told when (`mark_deleted`, kept `DELETED_TTL_S`): a restore, from
@@ -314,7 +322,16 @@ class ArchivedStore:
     ) -> Op[dict[str, ListValue]]:
         assigned = yield from self.hot.put_checkpoint(row, values)
         self.tier.archived_put(row, values, assigned)
+        if self.tier.archive.damaged(row.thread_id):
+            yield from self._heal(row.thread_id)
         return assigned
+
+    def _heal(self, thread_id: str) -> Op[None]:
+        """Archive the thread whole again: the outbox dropped rows of it, so
+        its archived copy lacks some (a restore would show less of it)."""
+        us, at = _stamp()
+        yield from self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
+        yield from self._rearchive([thread_id], at)
 
     def put_writes(
         self, thread_id: str, ns: str, cid: str, rows: Sequence[WriteRow]

@@ -550,3 +550,37 @@ def test_a_restore_with_no_whole_checkpoint_left_raises_store_error() -> None:
     with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
         with pytest.raises(StoreError, match="none of its"):
             saver.get_tuple(_cfg("t"))
+
+
+def test_a_thread_that_lost_rows_to_an_overflow_is_archived_whole_on_its_next_put(
+    own_clickhouse: ClickHouseServer,
+) -> None:
+    """The outbox dropped rows of a thread while ClickHouse was down; the
+    thread's next checkpoint, once there is room, archives it whole again, so
+    a restore shows its whole history (not only the checkpoints left whole)."""
+    settings = ArchiveSettings(
+        host=own_clickhouse.host,
+        port=own_clickhouse.port,
+        database="healing",
+        flush_interval=0.05,
+        max_queue=20,
+    )
+    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+        graph = _graph(saver)
+        archive = saver.engine.archive
+        assert archive is not None
+        threads = ["t", "u", "v", "w"]
+        for t in threads:  # each in the hot store before the outage
+            graph.invoke({"log": []}, _cfg(t))
+            assert archive.flush(10)
+        own_clickhouse.stop()
+        for t in threads:  # the others' rows push "t"'s out of the outbox
+            graph.invoke(Command(resume="x"), _cfg(t))
+        assert archive.metrics()["dropped"] > 0
+        own_clickhouse.start()
+        assert archive.flush(30)
+        graph.update_state(_cfg("t"), {"log": ["more"]})
+        assert archive.flush(30)
+        expected = _history(graph, "t")
+    with ContextEngineSaver(ContextEngine(archive=settings)) as cold:
+        assert _history(_graph(cold), "t") == expected
