@@ -247,6 +247,86 @@ def drop_run_records(ns: Namespace, run_keys: set[str]) -> None:
             del ns.writes[cid]
 
 
+def whole(thread: Thread) -> tuple[Thread, int]:
+    """The thread without its checkpoints that lack something they reference,
+    and how many were left out (0: `thread` itself, unchanged).
+
+    A thread rebuilt from rows that did not all arrive (an archive outbox that
+    overflowed, or died with its process) can hold checkpoints whose channel
+    values or list elements are missing. Those are left out with their writes,
+    then values no checkpoint references are dropped and element logs
+    compacted (`collect_garbage`), so what remains is whole and consistent.
+    """
+    gaps = {name: _incomplete(ns) for name, ns in thread.items()}
+    left_out = sum(len(cids) for cids in gaps.values())
+    if not left_out:
+        return thread, 0
+    out: Thread = {}
+    for name, ns in clone(thread).items():
+        doomed = gaps[name]
+        if doomed:
+            for cid in doomed:
+                del ns.rows[cid]
+                ns.writes.pop(cid, None)
+            ns.ids = [c for c in ns.ids if c not in doomed]
+            collect_garbage(ns)
+        if ns.rows:
+            out[name] = ns
+    return out, left_out
+
+
+def _incomplete(ns: Namespace) -> set[str]:
+    """Checkpoints of `ns` missing a value of one of their channel versions,
+    or an element of a log that one of their list values or ref values (in
+    their writes, delta bases or referenced elements) points at."""
+    refs_in: dict[tuple[str, str], list[int]] = {}
+
+    def ref_positions(key: tuple[str, str], log: list[Typed]) -> list[int]:
+        found = refs_in.get(key)
+        if found is None:
+            found = refs_in[key] = [i for i, x in enumerate(log) if refs.is_ref(x)]
+        return found
+
+    def present(needed: list[tuple[str, str, Runs]]) -> bool:
+        seen: set[tuple[str, str, int, int]] = set()
+        while needed:
+            ch, epoch, runs = needed.pop()
+            log = ns.logs.get((ch, epoch))
+            for start, stop in runs:
+                if stop <= start or (ch, epoch, start, stop) in seen:
+                    continue
+                if log is None or stop > len(log):
+                    return False
+                seen.add((ch, epoch, start, stop))
+                at = ref_positions((ch, epoch), log)
+                first = bisect.bisect_left(at, start)
+                inner = [log[p] for p in at[first : bisect.bisect_left(at, stop)]]
+                needed += refs.uses(inner)
+        return True
+
+    out: set[str] = set()
+    for cid in ns.ids:
+        row = ns.rows[cid]
+        needed: list[tuple[str, str, Runs]] = []
+        sources = [w.value for w in ns.writes.get(cid, {}).values()]
+        for entry in row.delta_base.values():
+            sources += [w.value for w in entry.writes]
+            if isinstance(entry.seed, ListItems):
+                sources += entry.seed.items
+        needed += refs.uses(sources)
+        for channel, version in row.versions.items():
+            stored = ns.values.get((channel, version))
+            if stored is None:
+                out.add(cid)
+                break
+            if isinstance(stored, ListValue):
+                needed.append((channel, stored.epoch, stored.runs))
+        else:
+            if not present(needed):
+                out.add(cid)
+    return out
+
+
 def collect_garbage(ns: Namespace) -> None:
     """Drop values and writes no checkpoint references; compact element logs.
 

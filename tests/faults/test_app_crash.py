@@ -202,13 +202,6 @@ def test_a_process_killed_before_a_saved_steps_writes_keeps_its_record() -> None
         _check_saved_steps_recorded(saver, "t0")
 
 
-ORPHAN_ITEMS_REASON = (
-    "the rows a killed process still queued are lost, and the next process "
-    "archives only the list elements it did not read back: the archive holds "
-    "checkpoints whose elements it lacks, and restoring them raises IndexError"
-)
-
-
 def _restored_whole(
     hot: ContextEngineSaver, cold: ContextEngineSaver, thread: str
 ) -> int:
@@ -227,7 +220,6 @@ def _restored_whole(
 
 
 @pytest.mark.slow  # ~15 s, kept out of the default run's budget
-@pytest.mark.xfail(strict=True, reason=ORPHAN_ITEMS_REASON)
 def test_a_thread_restored_after_a_process_died_with_queued_rows_is_whole() -> None:
     """A process is killed with its outbox undelivered; another resumes and
     finishes the thread; the hot store is then lost. What the archive restores
@@ -249,8 +241,7 @@ def test_checkpoints_restored_from_the_archive_after_sigkills_are_whole() -> Non
     """With the archive on, a killed process loses the rows its outbox still
     held. A thread restored from the archive (the hot store lost it) may then
     be shorter, but every checkpoint it shows must be whole: equal to the one
-    the hot store had (or the restore fails loudly). Random kills hit the bug
-    the test above pins only sometimes: then this test reports it as xfail."""
+    the hot store had (or the restore fails loudly)."""
     server = clickhouse()
     if server is None:
         pytest.skip("needs the local ClickHouse front")
@@ -266,8 +257,5 @@ def test_checkpoints_restored_from_the_archive_after_sigkills_are_whole() -> Non
         ContextEngineSaver(ContextEngine(archive=settings)) as cold,
     ):
         for thread in run["threads"]:
-            try:
-                restored += _restored_whole(hot, cold, thread)
-            except IndexError as exc:
-                pytest.xfail(f"{ORPHAN_ITEMS_REASON}: {exc!r}")
+            restored += _restored_whole(hot, cold, thread)
     print(f"restored checkpoints: {restored}")

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from aiecs_checkpoint import ContextEngine, ContextEngineSaver, StoreError
+from aiecs_checkpoint.stores.clickhouse.layout import column_names
 from tests.conftest import _redis_param, redis_url
 from tests.faults._support import (
     CALL_BOUND_S,
@@ -221,35 +222,33 @@ def _reader(engine: ContextEngine, prefix: str) -> ContextEngine:
 # -- a full outbox ---------------------------------------------------------------------
 
 
-def _plain_tables(settings: ArchiveSettings) -> None:
-    """Copy every row inserted into the archive's tables from now on into a
-    plain MergeTree twin (`plain_<table>`, no deduplication) with a
-    materialized view, so `count()` there is exactly the rows that arrived,
-    while the archive's own tables (and its restore reads) stay as they are."""
-    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+def _plain_tables(front: ClickHouseServer, settings: ArchiveSettings) -> None:
+    """Create the archive's tables beforehand as copies (same columns) keyed
+    on every column, so only rows identical to the byte are ever merged: the
+    distinct rows are exactly the rows that arrived. (ReplacingMergeTree, as
+    the archive's reads use `FINAL`, which plain MergeTree refuses.)"""
+    reference = archive_settings_for(front.host, front.port)
+    with ContextEngineSaver(ContextEngine(archive=reference)) as saver:
         build_graph(saver, GraphSpec(steps=2), "ddl").invoke(
             {"log": [], "marks": []}, cfg("ddl")
         )
         assert saver.engine.archive is not None
         assert saver.engine.archive.flush(30)
-    client = clickhouse_client(settings)
-    db = settings.database
+    client = clickhouse_client(reference)
     try:
+        client.command(f"CREATE DATABASE IF NOT EXISTS `{settings.database}`")
         for table in TABLES:
             client.command(
-                f"CREATE TABLE `{db}`.`plain_{table}` AS `{db}`.`{table}` "
-                "ENGINE = MergeTree ORDER BY tuple()"
-            )
-            client.command(
-                f"CREATE MATERIALIZED VIEW `{db}`.`copy_{table}` TO "
-                f"`{db}`.`plain_{table}` AS SELECT * FROM `{db}`.`{table}`"
+                f"CREATE TABLE `{settings.database}`.`{table}` AS "
+                f"`{reference.database}`.`{table}` ENGINE = ReplacingMergeTree "
+                f"ORDER BY ({', '.join(f'`{c}`' for c in column_names(table))})"
             )
     finally:
         client.close()
 
 
 def _arrived_rows(settings: ArchiveSettings) -> int:
-    """Distinct rows that reached the plain twins: a batch delivered again
+    """Distinct rows that reached the plain tables: a batch delivered again
     after a failure (at-least-once) repeats rows identical to the byte, while
     two queued rows always differ (their `version` is a fresh timestamp)."""
     client = clickhouse_client(settings)
@@ -257,19 +256,13 @@ def _arrived_rows(settings: ArchiveSettings) -> int:
         return sum(
             int(
                 client.query(
-                    f"SELECT count() FROM (SELECT DISTINCT * FROM `plain_{t}`)"
+                    f"SELECT count() FROM (SELECT DISTINCT * FROM `{t}`)"
                 ).result_rows[0][0]
             )
             for t in TABLES
         )
     finally:
         client.close()
-
-
-IN_FLIGHT_REASON = (
-    "drop_oldest pops rows of the batch being written; when that write then "
-    "succeeds they are archived, yet counted as dropped (and not as written)"
-)
 
 
 async def _overflow(
@@ -284,7 +277,7 @@ async def _overflow(
     settings = archive_settings_for(
         front.host, front.port, max_queue=300, overflow="drop_oldest", batch_size=100
     )
-    _plain_tables(settings)
+    _plain_tables(front, settings)
     plan = mixed_plan(16, rng, steps=6, tag="of")
     engine = ContextEngine(archive=settings)
     archive = engine.archive
@@ -342,7 +335,6 @@ async def test_a_full_outbox_drops_the_oldest_and_counts_exactly_what_is_missing
     assert metrics["dropped"] == missing
 
 
-@pytest.mark.xfail(strict=True, reason=IN_FLIGHT_REASON)
 async def test_a_full_outbox_behind_a_frozen_archive_counts_exactly_what_is_missing(
     up: ClickHouseServer,
 ) -> None:
@@ -386,13 +378,6 @@ async def test_a_blocking_outbox_waits_out_a_short_outage_and_loses_nothing(
         _check_archive_complete(saver, settings, [r.thread for r in plan])
 
 
-OVERFLOW_REASON = (
-    "drop_oldest drops single rows, so the archive keeps checkpoints whose list "
-    "items or values were dropped; restoring such a thread raises IndexError"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=OVERFLOW_REASON)
 def test_after_an_overflow_a_restored_thread_shows_only_whole_checkpoints(
     up: ClickHouseServer,
 ) -> None:
@@ -402,10 +387,12 @@ def test_after_an_overflow_a_restored_thread_shows_only_whole_checkpoints(
     spec = GraphSpec(steps=2)
     with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
         graph = build_graph(saver, spec, "run")
-        # "t" exists in the hot store before the outage (a thread the hot
-        # store lacks is read from the archive, which raises while it is down).
-        graph.invoke({"log": [], "marks": []}, cfg("t"))
-        assert saver.engine.archive is not None and saver.engine.archive.flush(30)
+        # "t" starts with the archive up: the hot store must hold it before
+        # the outage (a thread it lacks cannot be read while ClickHouse is down)
+        assert saver.engine.archive is not None
+        for thread in ("warm", "t"):
+            graph.invoke({"log": [], "marks": []}, cfg(thread))
+            assert saver.engine.archive.flush(30)
         up.stop()
         for _ in range(6):
             graph.invoke({"log": [], "marks": []}, cfg("t"))
@@ -460,14 +447,7 @@ def test_restore_while_the_archive_is_down_fails_loudly_then_succeeds(
             assert resume_to_completion(graph, t)["log"][-1] == f"n{spec.steps - 1}"
 
 
-FROZEN_READ_REASON = (
-    "archive reads use clickhouse-connect's default send_receive_timeout "
-    "(300 s), so a restore from a frozen ClickHouse hangs for minutes"
-)
-
-
 @pytest.mark.slow  # waits out the bound (~12 s), kept out of the default run's budget
-@pytest.mark.xfail(strict=True, reason=FROZEN_READ_REASON)
 def test_a_restore_from_a_frozen_archive_ends_within_the_bound(
     up: ClickHouseServer,
 ) -> None:

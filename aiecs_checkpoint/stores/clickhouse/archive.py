@@ -8,8 +8,12 @@ has waited `flush_interval` seconds), retrying with backoff while ClickHouse is
 unreachable; a failing batch stays at the head, so order is kept and nothing is
 lost while the outbox has room. When it is full, `overflow` decides: drop the
 oldest entries (counted in `dropped`) or block the writer for at most
-`block_timeout` seconds, then drop. `close()` flushes what is left, within
-`close_timeout`.
+`block_timeout` seconds, then drop. An entry dropped while the batch holding it
+is being written is counted once that write ends: as written if it succeeded,
+else as dropped, so `dropped` is exactly what never reached ClickHouse. The
+keys (threads, sessions) that lost rows are remembered (`damaged`), so the hot
+store's side can archive such a thread whole again on its next write.
+`close()` flushes what is left, within `close_timeout`.
 
 Deletes travel through the same outbox as barriers, so a delete never
 overtakes the rows it should remove. They are `ALTER TABLE ... DELETE`
@@ -22,7 +26,8 @@ delivers newer rows of the thread first, the late delete leaves them alone.
 Reads (restoring a thread the hot store no longer has, a page of the thread
 listing from `context_threads`) use a sync client with bound parameters
 (`{thread:String}`) and `FINAL`, so a re-delivered batch is never seen twice.
-A read that cannot reach ClickHouse raises `StoreError`; `probe()` tells a
+A read that cannot reach ClickHouse, or gets no answer within `read_timeout`
+seconds (a frozen or overloaded server), raises `StoreError`; `probe()` tells a
 health check whether reads and writes work now.
 
 An archive that is not closed is closed at interpreter exit: what is queued
@@ -61,6 +66,9 @@ logger = logging.getLogger("aiecs_checkpoint.archive")
 Overflow = Literal["drop_oldest", "block"]
 
 T = TypeVar("T")
+
+MAX_DAMAGED = 100_000
+"""Most keys remembered as having lost rows to an overflow (then no more)."""
 
 READ_BACKOFF_S = 5.0
 """After a failed archive read, reads fail fast for this long."""
@@ -102,6 +110,10 @@ class ArchiveSettings:
     block_timeout: float = 5.0
     close_timeout: float = 10.0
     connect_timeout: float = 5.0
+    read_timeout: float = 5.0
+    """Longest wait, in seconds (whole, rounded up), for each read request's
+    answer (restores, thread listing, health probes), then `StoreError`; the
+    background writer is not bound by it."""
 
     def __post_init__(self) -> None:
         _check(isinstance(self.host, str) and bool(self.host), "host", self.host)
@@ -117,14 +129,15 @@ class ArchiveSettings:
         for name in ("flush_interval", "block_timeout", "close_timeout"):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and value >= 0, name, value)
-        timeout = self.connect_timeout
-        _check(
-            isinstance(timeout, (int, float))
-            and not isinstance(timeout, bool)
-            and 0 < timeout < float("inf"),
-            "connect_timeout",
-            timeout,
-        )
+        for name in ("connect_timeout", "read_timeout"):
+            timeout = getattr(self, name)
+            _check(
+                isinstance(timeout, (int, float))
+                and not isinstance(timeout, bool)
+                and 0 < timeout < float("inf"),
+                name,
+                timeout,
+            )
         _check(self.overflow in ("drop_oldest", "block"), "overflow", self.overflow)
 
     @property
@@ -157,9 +170,12 @@ class ArchiveSettings:
 
     def client_options(self, asynchronous: bool = False) -> dict[str, Any]:
         """clickhouse-connect's client arguments (the sync client takes whole
-        seconds of connect timeout: rounded up, never down to 0)."""
+        seconds of connect and read timeout: rounded up, never down to 0); the
+        sync client (the reader) waits `read_timeout` for an answer."""
         timeout = self.connect_timeout
-        return {
+        read = max(1, math.ceil(self.read_timeout))
+        reads = {} if asynchronous else {"send_receive_timeout": read}
+        return reads | {
             "host": self.host,
             "port": self.port,
             "username": self.user,
@@ -242,6 +258,9 @@ class Archive:
         self._reader_down_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batch_last = 0
+        self._in_flight = False
+        self._dropped_in_flight: list[_Entry] = []
+        self._damaged: set[str] = set()
         self._wake: asyncio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -346,9 +365,15 @@ class Archive:
                     if left <= 0 or not self._cond.wait(left):
                         break
             while self._queue and len(self._queue) + len(entries) > s.max_queue:
-                self._forget(self._queue.popleft()[1])
-                self.counters.dropped += 1
+                seq, entry = self._queue.popleft()
+                self._forget(entry)
                 self._done += 1
+                if self._in_flight and seq <= self._batch_last:
+                    # part of the batch being written: counted when it ends
+                    self._dropped_in_flight.append(entry)
+                else:
+                    self.counters.dropped += 1
+                    self._lost(entry)
             if not self._queue:
                 self._first_at = time.monotonic()
             for entry in entries:
@@ -360,6 +385,23 @@ class Archive:
                 # Wake once, when a batch fills up: a wake per put would keep
                 # the worker's loop reading its self-pipe instead of writing.
                 self._wake_worker()
+
+    def _lost(self, entry: _Entry) -> None:
+        """Remember that `entry`'s key lost a row (call with `_cond` held)."""
+        if isinstance(entry, _Insert) and len(self._damaged) < MAX_DAMAGED:
+            self._damaged.add(entry.key)
+
+    def damaged(self, key: str) -> bool:
+        """True, once, when rows of `key` were dropped and the outbox is at most
+        half full again: the caller should then queue it whole (its archived
+        copy lacks rows). While the outbox is fuller, False (it is kept)."""
+        with self._cond:
+            if key not in self._damaged:
+                return False
+            if len(self._queue) > self.settings.max_queue // 2:
+                return False
+            self._damaged.discard(key)
+            return True
 
     def _forget(self, entry: _Entry) -> None:
         n = self._pending.get(entry.key, 0) - 1
@@ -435,6 +477,7 @@ class Archive:
                         self._ready = True
                     await self._write(client, batch)
                 except Exception as exc:
+                    self._landed(False)
                     if not isinstance(exc, failures()):
                         logger.exception(
                             "ClickHouse archive writer failed unexpectedly; the "
@@ -473,6 +516,7 @@ class Archive:
                 or age >= s.flush_interval
             )
             if due:
+                self._in_flight = True
                 return self._peek(), None
             return None, max(s.flush_interval - age, 0.001)
 
@@ -523,6 +567,20 @@ class Archive:
                 database=self.settings.database,
             )
 
+    def _landed(self, written: bool) -> None:
+        """The batch's write ended: count the entries a drop took out of it
+        meanwhile as `written` or, when it failed, as `dropped`."""
+        with self._cond:
+            taken = self._dropped_in_flight
+            if written:
+                self.counters.written += sum(isinstance(e, _Insert) for e in taken)
+            else:
+                self.counters.dropped += len(taken)
+                for entry in taken:
+                    self._lost(entry)
+            self._dropped_in_flight = []
+            self._in_flight = False
+
     def _failed(self, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
         with self._cond:
@@ -541,6 +599,7 @@ class Archive:
     def _succeeded(self) -> None:
         """Remove the delivered batch (by sequence number: `drop_oldest` may have
         removed some of its entries from the head meanwhile)."""
+        self._landed(True)
         with self._cond:
             while self._queue and self._queue[0][0] <= self._batch_last:
                 _, entry = self._queue.popleft()

@@ -23,6 +23,14 @@ cannot answer, rather than leave archived checkpoints behind. A rewrite raises
 `StoreError` too, changing nothing, for a thread the hot store lost while this
 process still queues rows of it (the archive's copy is not complete yet).
 
+When the outbox dropped rows of a thread (overflow), the thread's next
+checkpoint put, once the outbox has room again, archives it whole anew (as a
+rewrite does), so its archived copy is complete again. A restore shows only
+whole checkpoints in any case (`model.whole`): those whose rows did not all
+arrive (dropped, or queued by a process that died) are left out and the
+archived copy is replaced by what was restored; when none is whole, the
+restore raises `StoreError`.
+
 A delete reaches the archive later than the hot store (one flush interval, or
 an outage's length), so before a thread's history is deleted or rewritten the
 hot store is told when (`mark_deleted`, kept `DELETED_TTL_S`): a restore, from
@@ -213,17 +221,19 @@ class _Tiering:
         resume = (page[-1].ms, page[-1].thread_id) if len(page) == limit else None
         return [a for a in page if not self.archive.pending(a.thread_id)], resume
 
-    def fetch(self, thread_id: str, deleted_us: int | None) -> model.Thread:
+    def fetch(self, thread_id: str, deleted_us: int | None) -> tuple[model.Thread, int]:
         """The archived thread, without rows archived before `deleted_us` ({}
-        when ClickHouse has none). `StoreError` when it cannot say: ClickHouse
-        unreachable, or this process still queues rows of the thread (what
-        ClickHouse holds is stale). A thread this process emptied is {} while
-        its delete is queued."""
+        when ClickHouse has none), and without checkpoints that lack rows they
+        reference (`model.whole`), with how many were left out. `StoreError`
+        when it cannot say: ClickHouse unreachable, or this process still
+        queues rows of the thread (what ClickHouse holds is stale); also when
+        ClickHouse holds checkpoints of the thread but none whole. A thread
+        this process emptied is {} while its delete is queued."""
         if thread_id in self.absent:
-            return {}
+            return {}, 0
         if self.archive.pending(thread_id):
             if thread_id in self.emptied:
-                return {}
+                return {}, 0
             self.archive.flush(PENDING_FLUSH_S)
             if self.archive.pending(thread_id):
                 raise _behind(thread_id)
@@ -242,7 +252,24 @@ class _Tiering:
             ) from exc
         if not thread:
             self.absent.add(thread_id)
-        return thread
+            return thread, 0
+        kept, left_out = model.whole(thread)
+        if not kept:
+            raise StoreError(
+                f"thread {thread_id!r} is not in the hot store and none of its "
+                f"{left_out} archived checkpoints is whole (rows of each were "
+                "lost before reaching ClickHouse: an outbox overflow, or a process "
+                "that died with rows queued); delete the thread to start it anew"
+            )
+        if left_out:
+            logger.warning(
+                "thread %r restored from the archive without %d of its "
+                "checkpoints, whose rows did not all reach ClickHouse; its "
+                "archived copy is replaced by what was restored",
+                thread_id,
+                left_out,
+            )
+        return kept, left_out
 
 
 def _behind(thread_id: str) -> StoreError:
@@ -270,8 +297,12 @@ class ArchivedStore:
         if thread_id in self.tier.absent:
             return False
         deleted_us = yield from self.hot.deleted_at(thread_id)
-        thread = yield Blocking(self.tier.fetch, (thread_id, deleted_us))
-        if thread:
+        thread, left_out = yield Blocking(self.tier.fetch, (thread_id, deleted_us))
+        if left_out:
+            # both tiers take the whole part: the archive's partial rows of
+            # the thread must never be read again (nor reused by new appends)
+            yield from self.import_thread(thread_id, thread)
+        elif thread:
             yield from self.hot.import_thread(thread_id, thread)
         return bool(thread)
 
@@ -291,7 +322,16 @@ class ArchivedStore:
     ) -> Op[dict[str, ListValue]]:
         assigned = yield from self.hot.put_checkpoint(row, values)
         self.tier.archived_put(row, values, assigned)
+        if self.tier.archive.damaged(row.thread_id):
+            yield from self._heal(row.thread_id)
         return assigned
+
+    def _heal(self, thread_id: str) -> Op[None]:
+        """Archive the thread whole again: the outbox dropped rows of it, so
+        its archived copy lacks some (a restore would show less of it)."""
+        us, at = _stamp()
+        yield from self.hot.mark_deleted(thread_id, us, DELETED_TTL_S)
+        yield from self._rearchive([thread_id], at)
 
     def put_writes(
         self, thread_id: str, ns: str, cid: str, rows: Sequence[WriteRow]

@@ -501,3 +501,86 @@ async def test_archiving_messages_draws_no_uuid4(
     finally:
         client.close()
         await engine.close()
+
+
+def _lose(settings: ArchiveSettings, table: str, thread: str, where: str) -> None:
+    """Remove archived rows of a thread (`where` them, in `table`): what an
+    outbox that overflowed, or died with its process, leaves behind."""
+    client = clickhouse_connect.get_client(
+        **settings.client_options(), database=settings.database
+    )
+    try:
+        client.command(
+            f"ALTER TABLE `{table}` DELETE WHERE thread_id = {{t:String}} AND {where}",
+            parameters={"t": thread},
+            settings={"mutations_sync": 2},
+        )
+    finally:
+        client.close()
+
+
+def test_a_restore_leaves_out_checkpoints_missing_rows_and_heals_the_archive() -> None:
+    """The archive lost the list element the last checkpoint added: a restore
+    shows the checkpoints before it, each whole, and replaces the archived
+    copy, so the thread resumes from there and a later restore sees it all."""
+    settings = archive_settings()
+    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+        graph = _graph(saver)
+        graph.invoke({"log": []}, _cfg("t"))
+        graph.invoke(Command(resume="x"), _cfg("t"))
+        before = _history(graph, "t")
+        assert saver.engine.archive is not None and saver.engine.archive.flush(10)
+    _lose(settings, C.ITEMS, "t", "position = 2")  # the newest checkpoint's
+    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+        graph = _graph(saver)
+        assert _history(graph, "t") == before[1:]
+        assert graph.invoke(None, _cfg("t"))["log"] == ["start", "answer:x", "finish"]
+        after = _history(graph, "t")
+        assert saver.engine.archive is not None and saver.engine.archive.flush(10)
+    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+        assert _history(_graph(saver), "t") == after
+
+
+def test_a_restore_with_no_whole_checkpoint_left_raises_store_error() -> None:
+    settings = archive_settings()
+    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+        _graph(saver).invoke({"log": []}, _cfg("t"))
+        assert saver.engine.archive is not None and saver.engine.archive.flush(10)
+    _lose(settings, C.VALUES, "t", "1")  # each checkpoint has channel values
+    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+        with pytest.raises(StoreError, match="none of its"):
+            saver.get_tuple(_cfg("t"))
+
+
+def test_a_thread_that_lost_rows_to_an_overflow_is_archived_whole_on_its_next_put(
+    own_clickhouse: ClickHouseServer,
+) -> None:
+    """The outbox dropped rows of a thread while ClickHouse was down; the
+    thread's next checkpoint, once there is room, archives it whole again, so
+    a restore shows its whole history (not only the checkpoints left whole)."""
+    settings = ArchiveSettings(
+        host=own_clickhouse.host,
+        port=own_clickhouse.port,
+        database="healing",
+        flush_interval=0.05,
+        max_queue=20,
+    )
+    with ContextEngineSaver(ContextEngine(archive=settings)) as saver:
+        graph = _graph(saver)
+        archive = saver.engine.archive
+        assert archive is not None
+        threads = ["t", "u", "v", "w"]
+        for t in threads:  # each in the hot store before the outage
+            graph.invoke({"log": []}, _cfg(t))
+            assert archive.flush(10)
+        own_clickhouse.stop()
+        for t in threads:  # the others' rows push "t"'s out of the outbox
+            graph.invoke(Command(resume="x"), _cfg(t))
+        assert archive.metrics()["dropped"] > 0
+        own_clickhouse.start()
+        assert archive.flush(30)
+        graph.update_state(_cfg("t"), {"log": ["more"]})
+        assert archive.flush(30)
+        expected = _history(graph, "t")
+    with ContextEngineSaver(ContextEngine(archive=settings)) as cold:
+        assert _history(_graph(cold), "t") == expected
