@@ -113,8 +113,9 @@ Durability (`ContextEngine(replica_acks=N, replica_acks_timeout=S)`):
   written without `WAIT` (a failover may drop a thread's registry entry
   until its next put; its checkpoints stay readable by thread id). Domain
   data (sessions, conversations, task contexts) is not covered either.
-* Keep the clients' `socket_timeout` (if any) above S, or a slow
-  acknowledgement is reported as a timeout and retried.
+* Keep the clients' `socket_timeout` above S, or a slow acknowledgement
+  is reported as a timeout and retried (the engine refuses such options
+  for the clients it builds; a client passed in is the user's to set).
 
 List values cost what changed, both ways:
 
