@@ -11,6 +11,8 @@ code. An operation that needs no I/O (the memory store) yields no request.
 A listing is a `Stream[T]`: besides requests it yields `Emit(item)` for each
 result, so results reach the caller page by page (`Runner.iterate`,
 `AsyncRunner.iterate`), and a caller that stops early stops the I/O too.
+`AsyncRunner` yields to the event loop after each operation (each item of a
+listing) that performed no I/O, so no stall lasts longer than one.
 
 Requests are plain objects a runner maps to a handler by type: each backend
 defines its own (`stores.redis.client.Call`), and `Blocking` runs a blocking
@@ -217,8 +219,12 @@ class AsyncRunner:
         }
 
     async def run(self, op: Op[T]) -> T:
-        """Drive `op` to its result."""
+        """Drive `op` to its result. An operation that awaited no I/O (the
+        memory store's) yields to the event loop once before returning, so a
+        coroutine's successive calls never hold the loop for more than one."""
         d = _Driver(op)
+        if d.finished:
+            await asyncio.sleep(0)
         while not d.finished:
             d.resume(await _aperform(self._handlers[type(d.request)], d.request))
         return d.result  # type: ignore[no-any-return]
