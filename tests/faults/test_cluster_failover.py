@@ -22,7 +22,6 @@ from aiecs_checkpoint import StoreError
 from tests.conftest import REDIS_INSTALLED
 from tests.faults._support import CALL_BOUND_S, seeded
 from tests.faults.scenarios import failover_trial
-from tests.faults.test_redis_crash import LOSS_REASON
 from tests.servers import RedisCluster
 
 pytestmark = [
@@ -81,7 +80,6 @@ async def test_the_default_loss_window_in_a_failover_is_measured_and_calls_are_b
     )
 
 
-@pytest.mark.xfail(strict=True, reason=LOSS_REASON)
 async def test_after_a_failover_that_lost_acknowledged_writes_runs_resume_whole(
     cluster: RedisCluster,
 ) -> None:

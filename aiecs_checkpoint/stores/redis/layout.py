@@ -136,6 +136,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from aiecs_checkpoint.errors import CorruptDataError
 from aiecs_checkpoint.stores import thread_model as model
 from aiecs_checkpoint.stores.encoding import (
     channel_field,
@@ -160,6 +161,7 @@ from aiecs_checkpoint.stores.records import (
     ListValue,
     ListWrite,
     ResolvedValue,
+    Runs,
     StoredValue,
     Typed,
     ValueWrite,
@@ -369,7 +371,24 @@ def dump_thread(thread: model.Thread) -> bytes:
 
 
 def list_items(value: StoredValue, items: list[Typed], held: int) -> ResolvedValue:
-    """A fetched value with its list elements attached."""
+    """A fetched value with its list elements attached; `CorruptDataError` when
+    the log holds fewer elements than the value's manifest points at (writes
+    the server acknowledged and then lost)."""
     if not isinstance(value, ListValue):
         return value
+    check_log_items(value.epoch, value.runs, len(items), held)
     return ListItems(value.epoch, value.runs, tuple(items), held)
+
+
+def check_log_items(epoch: str, runs: Runs, got: int, held: int = 0) -> None:
+    """Raise `CorruptDataError` unless `got` elements are what `runs` of log
+    `epoch` hold from position `held` on (as the read scripts send them)."""
+    want = sum(max(0, stop - max(start, held)) for start, stop in runs)
+    if got != want:
+        end = max((stop for _, stop in runs), default=0)
+        raise CorruptDataError(
+            f"a stored list points at positions up to {end} of element log "
+            f"{epoch}, which holds fewer ({got} of the {want} elements sent): "
+            "the server lost writes it had acknowledged (a failover to a "
+            "lagging replica, or a restart from an older snapshot)"
+        )
