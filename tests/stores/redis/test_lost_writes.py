@@ -91,3 +91,17 @@ def test_a_list_pointing_past_its_log_raises_corrupt_data_error(
             fresh.get_tuple({"configurable": {"thread_id": THREAD}})
         with pytest.raises(CorruptDataError, match="lost writes"):
             list(fresh.list({"configurable": {"thread_id": THREAD}}))
+
+
+def test_elements_a_reader_kept_at_positions_the_log_hands_out_again_are_dropped(
+    prefix: str, raw: redis.Redis
+) -> None:
+    """The reader kept positions 0-4; the log lost 2-4 and a put of a new list
+    gets them again: a later read must not serve the old elements from cache."""
+    fresh = [f"new-{i}" for i in range(3)]
+    with ContextEngineSaver.from_conn_string(redis_url(), key_prefix=prefix) as saver:
+        parent = _put(saver, [f"item-{i}" for i in range(5)], None)
+        assert len(_latest(saver)) == 5  # kept, decoded, by this process
+        _lose_tail(raw, prefix, keep=2)
+        _put(saver, fresh, parent)  # no reuse: appended at positions 2-4
+        assert _latest(saver) == fresh
