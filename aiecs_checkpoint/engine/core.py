@@ -31,6 +31,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
@@ -61,6 +62,18 @@ DEFAULT_MAX_MESSAGES = 1000
 
 DEFAULT_REPLICA_ACKS_TIMEOUT = 1.0
 """Seconds `put` / `put_writes` wait for `replica_acks` acknowledgements."""
+
+DEFAULT_SOCKET_TIMEOUT = 1.5
+"""Seconds a Redis client built by the engine waits for a reply."""
+
+DEFAULT_SOCKET_CONNECT_TIMEOUT = 0.5
+"""Seconds a Redis client built by the engine waits to connect."""
+
+WAIT_MARGIN = 0.5
+"""With `replica_acks`, the default `socket_timeout` is at least
+`replica_acks_timeout` plus this (a `WAIT` holds the reply that long)."""
+
+_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
 
 
 class EngineCore:
@@ -110,6 +123,20 @@ class EngineCore:
             (replication is asynchronous; a failover may lose it).
         replica_acks_timeout: seconds `put` / `put_writes` wait for the
             replicas' acknowledgements (default 1.0; milliseconds precision).
+            Must be below `socket_timeout` when `replica_acks` is set.
+        socket_timeout: seconds the Redis clients the engine builds (from
+            `redis_url` or `from_env()`) wait for a reply (default 1.5; with
+            `replica_acks`, at least `replica_acks_timeout` + 0.5, and a
+            value not above `replica_acks_timeout` is refused).
+        socket_connect_timeout: seconds they wait to connect (default 0.5).
+            With both, every Redis call ends (or raises `StoreError`) within
+            `(retries + 1) * (connect + reply) + backoff` = 4 * 2.0 + 1.05 =
+            9.05 s by default, whatever the server does (see
+            `stores.redis.client`). A value in the URL's query
+            (`?socket_timeout=3`) is used when the option is not given; both
+            raise `InvalidConfigError`. Clients passed with `redis_client=` /
+            `aredis_client=` keep their own timeouts and retry policy (the
+            engine never changes them; these options are refused with them).
     """
 
     checkpoints: CheckpointStore
@@ -132,6 +159,8 @@ class EngineCore:
         archive: ArchiveSettings | Mapping[str, Any] | None = None,
         replica_acks: int = 0,
         replica_acks_timeout: float = DEFAULT_REPLICA_ACKS_TIMEOUT,
+        socket_timeout: float | None = None,
+        socket_connect_timeout: float | None = None,
     ) -> None:
         _check_options(key_prefix, session_ttl, max_conversation_messages)
         apply_log_level()
@@ -164,6 +193,15 @@ class EngineCore:
             redis=self._url is not None or self._clients is not None,
             store=store is not None,
             fallback=fallback,
+        )
+        self._timeouts = _check_timeouts(
+            self._url,
+            self._clients is not None,
+            {
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": socket_connect_timeout,
+            },
+            self._acks[1] / 1000 if self._acks[0] else 0.0,
         )
         self.session_ttl = session_ttl
         self.max_conversation_messages = max_conversation_messages
@@ -269,12 +307,15 @@ class EngineCore:
             cluster=cluster,
             replica_acks=self._acks[0],
             replica_acks_timeout_ms=self._acks[1],
+            socket_timeout_s=self._timeouts["socket_timeout"],
+            socket_connect_timeout_s=self._timeouts["socket_connect_timeout"],
+            bounded=self._clients is None,
         )
         if self._clients is not None:
             clients = self._clients
         else:
             assert self._url is not None
-            clients = twins.from_url(self._url, cluster)
+            clients = twins.from_url(self._url, cluster, self._timeouts)
         self._redis = rc.RedisClient(
             clients.server, settings, make=clients.make_sync, given=clients.sync
         )
@@ -386,6 +427,66 @@ def _check_redis(
             "asyncio client, pass it as redis_client"
         )
     return None if redis_url is None else rc.parse_url(redis_url)
+
+
+def _check_timeouts(
+    url: rc.RedisURL | None,
+    given_clients: bool,
+    options: dict[str, float | None],
+    wait_s: float,
+) -> dict[str, float]:
+    """`socket_timeout` and `socket_connect_timeout` in seconds for the clients
+    the engine builds: the option, else the URL's query, else the default
+    (raised to `wait_s` + `WAIT_MARGIN` with `replica_acks`, whose `WAIT`
+    holds the reply up to `wait_s`); `InvalidConfigError` for a bad value, a
+    value set twice, one given with the user's clients (theirs apply), or a
+    `socket_timeout` a `WAIT` could outlast."""
+    defaults = {
+        "socket_timeout": max(DEFAULT_SOCKET_TIMEOUT, wait_s + WAIT_MARGIN)
+        if wait_s
+        else DEFAULT_SOCKET_TIMEOUT,
+        "socket_connect_timeout": DEFAULT_SOCKET_CONNECT_TIMEOUT,
+    }
+    query = dict(parse_qsl(urlsplit(url.url).query)) if url is not None else {}
+    out: dict[str, float] = {}
+    for name in _TIMEOUTS:
+        value: object = options[name]
+        if value is not None and given_clients:
+            raise InvalidConfigError(
+                f"{name} applies to the Redis clients the engine builds; the "
+                "clients passed (redis_client/aredis_client) keep their own: set "
+                f"{name} on them instead"
+            )
+        if value is not None and name in query:
+            raise InvalidConfigError(
+                f"{name} is set both as an option and in redis_url's query: set it once"
+            )
+        if value is None and name in query:
+            try:
+                value = float(query[name])
+            except ValueError:
+                value = query[name]
+            what = f"{name} in redis_url's query"
+        else:
+            what = name
+        if value is None:
+            value = defaults[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 < value < float("inf")
+        ):
+            raise InvalidConfigError(
+                f"{what} must be a positive number of seconds, got {value!r}"
+            )
+        out[name] = float(value)
+    if not given_clients and wait_s and out["socket_timeout"] <= wait_s:
+        raise InvalidConfigError(
+            f"socket_timeout ({out['socket_timeout']} s) must be above "
+            f"replica_acks_timeout ({wait_s} s): a WAIT still running would be "
+            "reported as a lost connection"
+        )
+    return out
 
 
 def _check_acks(

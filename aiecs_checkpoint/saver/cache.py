@@ -625,6 +625,9 @@ class SaverCache:
                 placed = new_positions(write.runs, runs)
                 log.grow(max(p for _, p in placed) + 1)
                 for index, position in placed:
+                    if log.kinds[position] != MISSING:
+                        # kept from before the store lost writes: not this element
+                        self._unkeep(log, position)
                     log.sized(position, sizes[index])
             if base is not None and base.epoch == epoch:
                 nbytes = base.nbytes + sum(sizes)
@@ -720,10 +723,18 @@ class SaverCache:
             if not channels:
                 del self._channels[scope]
 
-    def forget_thread(self, thread_id: str) -> None:
+    def forget_thread(self, thread_id: str, logs: bool = False) -> None:
         """Drop the thread's list generations and edited marks (after it was
-        deleted or rewritten). Its element logs stay: epochs are never reused."""
+        deleted or rewritten). Its element logs stay (epochs are never reused)
+        unless `logs`: after the store lost writes, positions this process
+        kept may be handed out again."""
         with self._lock:
+            if logs:
+                logged = [k for k in self._lru if len(k) == 4 and k[0] == thread_id]
+                for log_key in logged:
+                    self.used -= self._lru.pop(log_key).nbytes
+                for scope in [s for s in self._epochs if s[0] == thread_id]:
+                    del self._epochs[scope]
             scopes = [s for s in self._channels if s[0] == thread_id]
             for scope in scopes:
                 for channel in list(self._channels.get(scope, ())):
@@ -743,6 +754,14 @@ class SaverCache:
             self._channels.clear()
             self._edited.clear()
             self.used = 0
+
+    @staticmethod
+    def _unkeep(log: _Log, position: int) -> None:
+        """Drop the element kept at `position` (its bytes stay counted until
+        the log is evicted)."""
+        log.kinds[position] = MISSING
+        log.kept[position] = None
+        log.dense = min(log.dense, position)
 
     def forget_log(self, key: ListKey, epoch: str, positions: Iterable[int]) -> None:
         """Drop kept elements of a log (tests use it to simulate eviction)."""

@@ -3,7 +3,9 @@
 A put serializes only what the store does not hold yet (`codec.encode_put`
 with the `SaverCache`), stores it in one store call, and records where the
 list elements now live. If the store no longer has an element log the cache
-pointed at (`StaleListBase`), the value is written again without reuse. Task
+pointed at, or it holds fewer elements than the cache knew of (writes the
+server acknowledged and lost: `StaleListBase`), the saver forgets what it
+cached of the thread and writes the value again without reuse. Task
 records buffered by the tracking helpers go into the same store call as their
 task's writes; a call that fails puts them back for the retry.
 """
@@ -71,6 +73,10 @@ class Writes:
         try:
             assigned = yield from store.put_checkpoint(plan.row, plan.values)
         except StaleListBase:
+            # The store lost list elements this process had seen (or the
+            # thread was rewritten): nothing cached of the thread can be
+            # trusted, so forget it and write every element again.
+            self.ctx.cache.forget_thread(plan.row.thread_id, logs=True)
             plan = self._plan(*args, reuse=False)
             assigned = yield from store.put_checkpoint(plan.row, plan.values)
         row, leftovers = plan.row, self._leftover_records(config, plan, metadata)

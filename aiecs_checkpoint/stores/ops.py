@@ -11,6 +11,8 @@ code. An operation that needs no I/O (the memory store) yields no request.
 A listing is a `Stream[T]`: besides requests it yields `Emit(item)` for each
 result, so results reach the caller page by page (`Runner.iterate`,
 `AsyncRunner.iterate`), and a caller that stops early stops the I/O too.
+`AsyncRunner` yields to the event loop after each operation (each item of a
+listing) that performed no I/O, so no stall lasts longer than one.
 
 Requests are plain objects a runner maps to a handler by type: each backend
 defines its own (`stores.redis.client.Call`), and `Blocking` runs a blocking
@@ -189,15 +191,22 @@ class AsyncRunner:
         }
 
     async def run(self, op: Op[T]) -> T:
-        """Drive `op` to its result (as `Runner.run`, awaiting each request)."""
+        """Drive `op` to its result (as `Runner.run`, awaiting each request).
+        An operation that awaited no I/O (the memory store's) yields to the
+        event loop once before returning, so a coroutine's successive calls
+        never hold the loop for more than one."""
         handlers = self._handlers
         reply: Any = None
         error: BaseException | None = None
+        awaited = False
         while True:
             try:
                 req = op.send(reply) if error is None else op.throw(error)
             except StopIteration as stop:
+                if not awaited:
+                    await asyncio.sleep(0)
                 return stop.value  # type: ignore[no-any-return]
+            awaited = True
             handler = handlers[type(req)]
             try:
                 reply, error = await handler(req), None

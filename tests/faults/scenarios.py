@@ -114,7 +114,8 @@ class FailoverResult:
     slowest_call_s: float
     resume_failures: dict[str, BaseException]
     unreadable: list[tuple[str, str, str]]
-    """Acknowledged checkpoints whose read raised (see LOSS_REASON)."""
+    """Acknowledged checkpoints whose read raised (`CorruptDataError` when a
+    lost write left a list pointing past its log)."""
     checked: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
 

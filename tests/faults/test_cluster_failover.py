@@ -22,7 +22,6 @@ from aiecs_checkpoint import StoreError
 from tests.conftest import REDIS_INSTALLED
 from tests.faults._support import CALL_BOUND_S, seeded
 from tests.faults.scenarios import failover_trial
-from tests.faults.test_redis_crash import LOSS_REASON
 from tests.servers import RedisCluster
 
 pytestmark = [
@@ -40,22 +39,14 @@ def cluster() -> Iterator[RedisCluster]:
         yield c
 
 
-UNTYPED_REASON = (
-    "intermittent (about 1 failover in 8): redis-py's asyncio cluster client "
-    "raises AttributeError (\"'NoneType' object has no attribute 'writelines'\") "
-    "when another task resets a connection mid-send, and the package wraps only "
-    "redis.RedisError into StoreError"
-)
-
-
 async def test_after_a_failover_with_the_replica_in_sync_every_run_resumes_whole(
     cluster: RedisCluster,
 ) -> None:
     """Default settings, replica in sync when its master dies: every store call
     ended within the bound, every run resumes to completion on the promoted
     replica and every checkpoint then visible is whole; every failing call
-    raised `StoreError` (when one did not, the test reports the known bug as
-    an xfail, after checking the rest)."""
+    raised `StoreError` (redis-py's asyncio "'NoneType' object has no
+    attribute 'writelines'" race included)."""
     result = await failover_trial(cluster, seeded("failover-in-sync"))
     assert result.slowest_call_s <= CALL_BOUND_S
     assert result.checked == 30
@@ -66,8 +57,6 @@ async def test_after_a_failover_with_the_replica_in_sync_every_run_resumes_whole
     )
     failures = [*result.errors, *result.failed_runs.values()]
     untyped = [e for e in failures if not isinstance(e, StoreError)]
-    if any(isinstance(e, AttributeError) for e in untyped):
-        pytest.xfail(f"{UNTYPED_REASON}: {untyped[0]!r}")
     assert not untyped, untyped
 
 
@@ -91,7 +80,6 @@ async def test_the_default_loss_window_in_a_failover_is_measured_and_calls_are_b
     )
 
 
-@pytest.mark.xfail(strict=True, reason=LOSS_REASON)
 async def test_after_a_failover_that_lost_acknowledged_writes_runs_resume_whole(
     cluster: RedisCluster,
 ) -> None:

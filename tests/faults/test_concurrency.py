@@ -168,22 +168,6 @@ def _hand_put(thread: str, n: int, parent: Any) -> tuple[Any, Any, Any, Any]:
     return parent or cfg(thread), checkpoint, {"step": n}, {"items": version}
 
 
-INLINE_REASON = (
-    "the memory store's async methods run inline and never yield to the loop, "
-    "so a coroutine's successive saver calls hold the loop for all of them"
-)
-
-
-@pytest.mark.parametrize(
-    "recording_saver",
-    [
-        pytest.param(
-            "memory", marks=pytest.mark.xfail(strict=True, reason=INLINE_REASON)
-        ),
-        _redis_param("redis"),
-    ],
-    indirect=True,
-)
 async def test_the_event_loop_never_waits_longer_than_about_one_store_operation(
     recording_saver: RecordingSaver,
 ) -> None:

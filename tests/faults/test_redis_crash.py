@@ -155,12 +155,6 @@ async def test_redis_kill9_with_aof_loses_no_acknowledged_checkpoint_and_runs_re
 
 # -- a frozen server ---------------------------------------------------------------
 
-FROZEN_REASON = (
-    "no bound: the Redis clients get no socket timeout from the package, so a "
-    "call to a frozen server waits redis-py's default (5 s per attempt with "
-    "redis-py 8, forever with redis-py 5) times 4 attempts"
-)
-
 
 @pytest.fixture
 def frozen_server() -> Iterator[RedisServer]:
@@ -168,7 +162,6 @@ def frozen_server() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.mark.xfail(strict=True, reason=FROZEN_REASON)
 async def test_sync_and_async_calls_to_a_frozen_redis_raise_store_error_in_the_bound(
     frozen_server: RedisServer,
 ) -> None:
@@ -207,16 +200,7 @@ async def test_sync_and_async_calls_to_a_frozen_redis_raise_store_error_in_the_b
 
 # -- a server that loses acknowledged writes -----------------------------------------
 
-LOSS_REASON = (
-    "a put only checks that a list's epoch exists, not that the log holds the "
-    "positions it references: a run that outlives a loss of acknowledged writes "
-    "(failover to a lagging replica, restart from an older snapshot) stores "
-    "manifests pointing past the log or at other elements: reads raise "
-    "ValueError or return the wrong list"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=LOSS_REASON)
 def test_runs_outliving_lost_acknowledged_writes_store_only_whole_checkpoints() -> None:
     """Redis restarts from a snapshot older than what it acknowledged while runs
     go on (as after a failover to a lagging replica). Whatever they store next

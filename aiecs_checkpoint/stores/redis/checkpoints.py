@@ -546,6 +546,7 @@ class RedisCheckpointStore:
                 "ranges", [tk.ids], [ormsgpack.packb(req), tk.log_prefix]
             )
             for (ch, v), got in zip(pending.items(), items, strict=True):
+                L.check_log_items(v.epoch, v.runs, len(got))
                 history.seeds[ch] = ListItems(
                     v.epoch, v.runs, tuple(E.unpack_item(i) for i in got)
                 )
@@ -558,7 +559,9 @@ class RedisCheckpointStore:
         tk = self.keys.thread(thread_id)
         req = [[epoch, [list(r) for r in runs]]]
         reply = yield Call("ranges", [tk.ids], [ormsgpack.packb(req), tk.log_prefix])
-        return [E.unpack_item(i) for i in reply[0]] if reply else []
+        got = reply[0] if reply else []
+        L.check_log_items(epoch, runs, len(got))
+        return [E.unpack_item(i) for i in got]
 
     # -- history rewrites: dump, transform with `model`, replace --------------------
 

@@ -16,6 +16,21 @@ does not have raises `InvalidConfigError`. `unreachable` tells the two apart
 from a server that cannot be reached, the only case the engine's `fallback`
 covers.
 
+How long a call can take (the engine's `socket_timeout` T and
+`socket_connect_timeout` C, `RedisSettings.retries` R, backoff delays b_i):
+
+    bound = (R + 1) * (C + T) + sum(b_i)        # defaults: 4 * 2.0 + 1.05 = 9.05 s
+
+An attempt is at most one connect (C) and one reply awaited (T); the client
+redis-py builds here from a URL retries nothing itself (this executor does),
+and a retry is skipped when it could not end before the bound. So a call to
+a server that is down, unreachable or frozen (SIGSTOP, a network black hole)
+raises `StoreError` within `bound`, sync or async. On a Redis Cluster the
+clients built here get the same socket timeouts, but keep redis-py's cluster
+retry policy (it follows a failover's slot moves), so a frozen node can hold
+a call longer. A client the user passes (`redis_client=`) keeps its own
+timeouts and retry policy; `call_bound` then does not apply.
+
 `parse_url` validates a Redis URL completely before anything connects.
 """
 
@@ -88,6 +103,17 @@ class RedisSettings:
     backoff_s: float = 0.05
     replica_acks: int = 0
     replica_acks_timeout_ms: int = 1000
+    socket_timeout_s: float = 1.5
+    socket_connect_timeout_s: float = 0.5
+    bounded: bool = True
+    """False for a client the user passed: its own timeouts apply."""
+
+
+def call_bound(settings: RedisSettings) -> float:
+    """Seconds a call can take at most on clients built here (see the module
+    docstring): every attempt (connect and reply) plus the backoff delays."""
+    attempt = settings.socket_connect_timeout_s + settings.socket_timeout_s
+    return (settings.retries + 1) * attempt + sum(_backoff(settings))
 
 
 # -- URLs ------------------------------------------------------------------------
@@ -230,9 +256,53 @@ _UNREACHABLE_ERRNOS = {
 
 
 def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, AttributeError):
+        return True  # only `_connection_reset` ones get here
     return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not (
         isinstance(exc, redis.AuthenticationError)
     )
+
+
+_FAILURES: tuple[type[BaseException], ...] = (
+    () if redis is None else (redis.RedisError, RedisClusterException)
+)
+"""What redis-py raises for a failed call (the executors make them typed)."""
+
+_CAUGHT: tuple[type[BaseException], ...] = (*_FAILURES, AttributeError)
+"""`_FAILURES`, and AttributeError for `_connection_reset` (others re-raised)."""
+
+_CONNECTION_MODULES = ("redis/asyncio/connection.py", "redis/connection.py")
+
+
+def _connection_reset(exc: AttributeError) -> bool:
+    """True for redis-py's asyncio race where another task resets a connection
+    while this one sends on it: the connection's writer is already None, so
+    redis-py raises `AttributeError: 'NoneType' object has no attribute
+    'writelines'` (or `write`) from its own connection code. It is a lost
+    connection, not a bug of ours or the caller's: retried, then `StoreError`.
+    Any other AttributeError (a programming error) propagates unchanged."""
+    if exc.obj is not None or exc.name not in ("writelines", "write", "drain"):
+        return False
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and last.replace("\\", "/").endswith(_CONNECTION_MODULES)
+
+
+def _may_retry(
+    settings: RedisSettings, started: float, delay: float, again: bool
+) -> bool:
+    """Whether a failed attempt is retried (there is a retry left): it may be,
+    and (on clients built here) another attempt can end within `call_bound`."""
+    if not again:
+        return False
+    if not settings.bounded:
+        return True
+    attempt = settings.socket_connect_timeout_s + settings.socket_timeout_s
+    elapsed = time.monotonic() - started
+    return elapsed + delay + attempt <= call_bound(settings)
 
 
 def _is_auth(exc: BaseException) -> bool:
@@ -410,13 +480,18 @@ class RedisClient:
 
     def execute(self, call: Call) -> Any:
         """One call, retried briefly on connection errors, else a typed error."""
+        started = time.monotonic()
         for delay in [*_backoff(self.settings), None]:
             try:
                 return self._send(call)
-            except (redis.RedisError, RedisClusterException) as exc:
+            except _CAUGHT as exc:
+                if isinstance(exc, AttributeError) and not _connection_reset(exc):
+                    raise
                 acked_on_cluster = bool(call.acks) and self.settings.cluster
                 again = _retryable(exc) or (acked_on_cluster and _redirected(exc))
-                if delay is None or not again:
+                if delay is None or not _may_retry(
+                    self.settings, started, delay, again
+                ):
                     raise _error(self.server, exc) from exc
                 if acked_on_cluster:
                     self._refresh_slots()
@@ -559,13 +634,18 @@ class AsyncRedisClient:
 
     async def execute(self, call: Call) -> Any:
         """One call, retried briefly on connection errors, else a typed error."""
+        started = time.monotonic()
         for delay in [*_backoff(self.settings), None]:
             try:
                 return await self._send(call)
-            except (redis.RedisError, RedisClusterException) as exc:
+            except _CAUGHT as exc:
+                if isinstance(exc, AttributeError) and not _connection_reset(exc):
+                    raise
                 acked_on_cluster = bool(call.acks) and self.settings.cluster
                 again = _retryable(exc) or (acked_on_cluster and _redirected(exc))
-                if delay is None or not again:
+                if delay is None or not _may_retry(
+                    self.settings, started, delay, again
+                ):
                     raise _error(self.server, exc) from exc
                 if acked_on_cluster:
                     await self._refresh_slots()
@@ -599,6 +679,7 @@ __all__ = [
     "RedisClient",
     "RedisSettings",
     "RedisURL",
+    "call_bound",
     "cluster_probe",
     "parse_ttl",
     "parse_url",

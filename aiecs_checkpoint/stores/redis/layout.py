@@ -113,8 +113,9 @@ Durability (`ContextEngine(replica_acks=N, replica_acks_timeout=S)`):
   written without `WAIT` (a failover may drop a thread's registry entry
   until its next put; its checkpoints stay readable by thread id). Domain
   data (sessions, conversations, task contexts) is not covered either.
-* Keep the clients' `socket_timeout` (if any) above S, or a slow
-  acknowledgement is reported as a timeout and retried.
+* Keep the clients' `socket_timeout` above S, or a slow acknowledgement
+  is reported as a timeout and retried (the engine refuses such options
+  for the clients it builds; a client passed in is the user's to set).
 
 List values cost what changed, both ways:
 
@@ -135,6 +136,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from aiecs_checkpoint.errors import CorruptDataError
 from aiecs_checkpoint.stores import thread_model as model
 from aiecs_checkpoint.stores.encoding import (
     channel_field,
@@ -159,6 +161,7 @@ from aiecs_checkpoint.stores.records import (
     ListValue,
     ListWrite,
     ResolvedValue,
+    Runs,
     StoredValue,
     Typed,
     ValueWrite,
@@ -368,7 +371,24 @@ def dump_thread(thread: model.Thread) -> bytes:
 
 
 def list_items(value: StoredValue, items: list[Typed], held: int) -> ResolvedValue:
-    """A fetched value with its list elements attached."""
+    """A fetched value with its list elements attached; `CorruptDataError` when
+    the log holds fewer elements than the value's manifest points at (writes
+    the server acknowledged and then lost)."""
     if not isinstance(value, ListValue):
         return value
+    check_log_items(value.epoch, value.runs, len(items), held)
     return ListItems(value.epoch, value.runs, tuple(items), held)
+
+
+def check_log_items(epoch: str, runs: Runs, got: int, held: int = 0) -> None:
+    """Raise `CorruptDataError` unless `got` elements are what `runs` of log
+    `epoch` hold from position `held` on (as the read scripts send them)."""
+    want = sum(max(0, stop - max(start, held)) for start, stop in runs)
+    if got != want:
+        end = max((stop for _, stop in runs), default=0)
+        raise CorruptDataError(
+            f"a stored list points at positions up to {end} of element log "
+            f"{epoch}, which holds fewer ({got} of the {want} elements sent): "
+            "the server lost writes it had acknowledged (a failover to a "
+            "lagging replica, or a restart from an older snapshot)"
+        )

@@ -124,8 +124,19 @@ if redis.call('HGET', KEYS[3], mem) == ARGV[3] then
   touch(tonumber(ARGV[4]), ARGV[6])
   return {'ok', stored, index_put(), 0}
 end
+local function reused_past_log(e)
+  if redis.call('SISMEMBER', KEYS[7], e[4]) == 0 then return true end
+  local top, slots = 0, e[6]
+  for i = 1, #slots, 2 do
+    if slots[i] >= 0 then top = math.max(top, slots[i] + slots[i + 1]) end
+  end
+  return redis.call('LLEN', ARGV[6] .. e[4]) < top
+end
 for _, e in ipairs(vals) do
-  if e[1] == 'l' and e[4] ~= '' and redis.call('SISMEMBER', KEYS[7], e[4]) == 0 then
+  if e[1] == 'l' and e[4] ~= '' and reused_past_log(e) then
+    if redis.call('HGET', KEYS[6], e[3]) == e[4] then
+      redis.call('HSET', KEYS[6], e[3], e[5])
+    end
     return {'stale'}
   end
 end
@@ -200,7 +211,17 @@ list manifests: retrying a put never appends its elements twice. It still
 writes the row again (same bytes), so the retry is replicated and a `WAIT`
 on the retrying connection (`replica_acks`) covers the first attempt too.
 Reply: {'ok', manifests, index moves (above), 1 for the thread's first
-checkpoint else 0}; {'stale'} when a list's base is gone."""
+checkpoint else 0}; {'stale'}, writing nothing else, when a list reuses
+positions of a log that is gone or shorter than they need: the server lost
+acknowledged writes (a failover to a lagging replica, a restart from an older
+snapshot) that the writer had seen. The channel's append epoch then moves to
+a fresh log (when it was that log), so the positions lost are never handed
+out again by a put that writes the list in full; the caller does that after
+forgetting what it cached of the thread (`saver.writes`). The check costs one
+`SISMEMBER` and one `LLEN` per reused list, inside the one round trip.
+What it cannot see: another writer that had not seen the lost writes and
+appended to the same log before this one came back (two writers on one
+thread and channel across the loss)."""
 
 PUT_WRITES = (
     _COMMON

@@ -18,7 +18,7 @@ without TLS, would put data where it does not belong.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ try:
     import redis.cluster as scluster
     import redis.connection as sconnection
     import redis.retry as sretry
+    from redis.backoff import NoBackoff
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
@@ -374,8 +375,14 @@ class Clients:
     async_: Any = None
 
 
-def from_url(url: RedisURL, cluster: bool) -> Clients:
-    """Clients built from a validated URL (cluster: `RedisCluster.from_url`)."""
+def from_url(
+    url: RedisURL, cluster: bool, timeouts: Mapping[str, float] | None = None
+) -> Clients:
+    """Clients built from a validated URL (cluster: `RedisCluster.from_url`),
+    with `timeouts` (`socket_timeout`, `socket_connect_timeout`; options the
+    URL's query sets win, as in redis-py). Standalone clients retry nothing
+    themselves: the store's executor does, within its bound."""
+    options: dict[str, Any] = dict(timeouts or {})
     if cluster:
         if url.scheme == "unix":
             raise InvalidConfigError(
@@ -389,19 +396,21 @@ def from_url(url: RedisURL, cluster: bool) -> Clients:
             )
 
         def make_sync() -> Any:
-            return scluster.RedisCluster.from_url(url.url)
+            return scluster.RedisCluster.from_url(url.url, **options)
 
         def make_async() -> Any:
-            return acluster.RedisCluster.from_url(url.url)
+            return acluster.RedisCluster.from_url(url.url, **options)
 
         server = f"{url.scheme} cluster {url.host}:{url.port}"
     else:
 
         def make_sync() -> Any:
-            return redis.Redis.from_url(url.url)
+            no_retry = sretry.Retry(NoBackoff(), 0)
+            return redis.Redis.from_url(url.url, retry=no_retry, **options)
 
         def make_async() -> Any:
-            return aredis.Redis.from_url(url.url)
+            no_retry = aretry.Retry(NoBackoff(), 0)
+            return aredis.Redis.from_url(url.url, retry=no_retry, **options)
 
         server = url.server
     return Clients(server, cluster, make_sync=make_sync, make_async=make_async)
