@@ -91,3 +91,34 @@ def test_copying_into_a_diverged_thread_renames_the_log_and_its_refs() -> None:
     assert resolve(copied, pending) == [item("m3"), item("m4")]
     (element,) = copied.logs[("__pregel_tasks", "T")]
     assert resolve(copied, element) == [item("m2")]
+
+
+def test_a_whole_thread_is_kept_as_it_is() -> None:
+    thread = {"": namespace()}
+    assert model.whole(thread) == (thread, 0)
+
+
+def test_checkpoints_missing_a_value_or_an_element_are_left_out() -> None:
+    ns = namespace()
+    ns.values[("messages", "v2")] = ListValue("E", ((0, 6),))  # m5 never arrived
+    model.insert_row(ns, row("c2", {"messages": "v2"}))
+    model.insert_row(ns, row("c3", {"messages": "v3"}))  # its value never arrived
+    kept, left_out = model.whole({"": ns})
+    assert left_out == 2 and kept[""].ids == ["c1"]
+    assert ("messages", "v2") not in kept[""].values
+    assert resolve(kept[""], kept[""].writes["c1"][("task", 0)].value) == [
+        item("m3"),
+        item("m4"),
+    ]
+
+
+def test_a_checkpoint_whose_ref_values_point_past_their_log_is_left_out() -> None:
+    """Through a write, and through a list element that is a ref value."""
+    for lost in ("write", "element"):
+        ns = namespace()
+        if lost == "write":
+            write = WriteRow("task", 0, "__pregel_tasks", ref_to("E", ((3, 6),)), "")
+            ns.writes["c1"] = {("task", 0): write}
+        else:
+            ns.logs[("__pregel_tasks", "T")] = [ref_to("E", ((2, 7),))]
+        assert model.whole({"": ns}) == ({}, 1), lost

@@ -395,6 +395,8 @@ class Archive:
         """True, once, when rows of `key` were dropped and the outbox is at most
         half full again: the caller should then queue it whole (its archived
         copy lacks rows). While the outbox is fuller, False (it is kept)."""
+        if key not in self._damaged:  # the hot path's usual answer, lock-free
+            return False
         with self._cond:
             if key not in self._damaged:
                 return False
