@@ -80,6 +80,16 @@ async def test_the_default_loss_window_in_a_failover_is_measured_and_calls_are_b
     )
 
 
+ORPHAN_REASON = (
+    "a run that outlives the loss puts its next checkpoint with the parent id "
+    "LangGraph holds in memory; when the failover lost that parent, the "
+    "checkpoint is stored anyway and the history has an orphan (parent "
+    "missing). Lists are whole: with the parent check of `check_history` "
+    "skipped, this test passes"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=ORPHAN_REASON)
 async def test_after_a_failover_that_lost_acknowledged_writes_runs_resume_whole(
     cluster: RedisCluster,
 ) -> None:
