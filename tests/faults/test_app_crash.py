@@ -88,9 +88,9 @@ def crash_loop(
     threads_per_kill: int = 4,
 ) -> dict[str, Any]:
     """Run the child `kills` times, each killed at a random moment, then once to
-    the end; check after each kill and at the end. With durability "sync",
-    also that no record of a killed attempt is left (the window tests below
-    pin the records under "async", and the loss of a saved step's record)."""
+    the end; check after each kill and at the end, and that no record of a
+    killed attempt is left while every saved step has its record (the window
+    tests below pin the two kills that used to break this)."""
     rng = seeded(name)
     prefix = fresh_prefix("app")
     spec = GraphSpec(steps=STEPS)
@@ -114,8 +114,8 @@ def crash_loop(
         assert "DONE" in final.finish(timeout=300)
         for thread in threads:
             check_history(saver, thread, spec, done)
-            if durability == "sync":
-                _check_no_killed_records(saver, thread)
+            _check_no_killed_records(saver, thread)
+            _check_saved_steps_recorded(saver, thread)
         total = _check_after_kill(saver, threads, spec, done)
     print(f"[{name}] checkpoints after each kill: {progress}, at the end: {total}")
     return {"prefix": prefix, "threads": threads, "spec": spec, "done": done}
