@@ -70,24 +70,24 @@ class Writes:
         args = (config, checkpoint, metadata, new_versions, index)
         plan = self._plan(*args)
         store = self.ctx.engine.checkpoints
-        try:
-            assigned = yield from store.put_checkpoint(plan.row, plan.values)
-        except StaleListBase:
-            # The store lost list elements this process had seen (or the
-            # thread was rewritten): nothing cached of the thread can be
-            # trusted, so forget it and write every element again.
-            self.ctx.cache.forget_thread(plan.row.thread_id, logs=True)
-            plan = self._plan(*args, reuse=False)
-            assigned = yield from store.put_checkpoint(plan.row, plan.values)
         row, leftovers = plan.row, self._leftover_records(config, plan, metadata)
-        if leftovers:
-            with self._records_kept(row.thread_id, leftovers):
+        with self._records_kept(row.thread_id, leftovers):
+            if leftovers:
                 yield from store.put_writes(
                     row.thread_id,
                     row.checkpoint_ns,
                     row.checkpoint_id,
                     [w.row for w in leftovers],
                 )
+            try:
+                assigned = yield from store.put_checkpoint(plan.row, plan.values)
+            except StaleListBase:
+                # The store lost list elements this process had seen (or the
+                # thread was rewritten): nothing cached of the thread can be
+                # trusted, so forget it and write every element again.
+                self.ctx.cache.forget_thread(plan.row.thread_id, logs=True)
+                plan = self._plan(*args, reuse=False)
+                assigned = yield from store.put_checkpoint(plan.row, plan.values)
         if self.ctx.sessions is not None:
             yield from self.ctx.sessions.on_put(config, checkpoint, metadata)
         record_lists(self.ctx.cache, plan, assigned)
@@ -118,15 +118,21 @@ class Writes:
                 t.checkpoint_id,
                 rows + records.rows(taken),
             )
+        ctx.records.landed(t.thread_id, taken)
         if ctx.sessions is not None:
             yield from ctx.sessions.on_writes(config, writes)
 
     def _leftover_records(
         self, config: RunnableConfig, plan: PutPlan, metadata: CheckpointMetadata
     ) -> builtins.list[records.Waiting]:
-        """Records of this graph's finished steps whose tasks' writes were never
-        saved on their own (cancelled tasks); with `durability="exit"` (this is
-        the one checkpoint saved), those of its subgraphs too."""
+        """Records of this graph's finished steps whose tasks' writes were not
+        saved on their own (cancelled tasks) or are not saved yet (their
+        put_writes is in flight or not started: LangGraph may store this
+        checkpoint, which holds those tasks' output, first); with
+        `durability="exit"` (this is the one checkpoint saved), those of its
+        subgraphs too. They are stored on this checkpoint, just before it:
+        until it lands they are orphan writes, which reads ignore, so they
+        appear exactly when the checkpoint does."""
         step = metadata.get("step")
         if not isinstance(step, int):
             return []

@@ -222,11 +222,14 @@ def keep_latest(ns: Namespace) -> list[CheckpointRow]:
 
 
 def records(thread: Thread) -> list[WriteRow]:
-    """The tracking record writes of a thread."""
+    """The tracking record writes of a thread's stored checkpoints: writes of
+    a checkpoint never stored (a process killed before its put landed) are
+    orphans LangGraph ignores, and so are their records."""
     return [
         w
         for ns in thread.values()
-        for by_task in ns.writes.values()
+        for cid, by_task in ns.writes.items()
+        if cid in ns.rows
         for w in by_task.values()
         if w.channel == RECORD_CHANNEL
     ]

@@ -36,7 +36,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -173,6 +173,7 @@ class RecordBuffer:
         self._lock = threading.Lock()
         self._max = max_tasks
         self._threads: dict[str, dict[str, list[Waiting]]] = {}
+        self._flight: dict[str, dict[str, list[Waiting]]] = {}
         self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.dropped = 0
 
@@ -202,11 +203,15 @@ class RecordBuffer:
 
     def put_back(self, thread_id: str, items: Iterable[Waiting]) -> None:
         """Return taken records whose store call failed (kept for the retry)."""
+        items = list(items)
         with self._lock:
+            self._land(thread_id, items)
             self._put(items, thread_id)
 
     def take(self, thread_id: str, task_id: str) -> list[Waiting]:
-        """The task's records, removed from the buffer (its writes are saving)."""
+        """The task's records, moved from the buffer to in flight (its writes
+        are saving): until `landed`, a checkpoint put covering their step
+        stores them too (`take_finished`)."""
         with self._lock:
             tasks = self._threads.get(thread_id)
             if not tasks or task_id not in tasks:
@@ -215,7 +220,30 @@ class RecordBuffer:
             taken = tasks.pop(task_id)
             if not tasks:
                 del self._threads[thread_id]
+            flying = self._flight.setdefault(thread_id, {})
+            flying.setdefault(task_id, []).extend(taken)
             return taken
+
+    def landed(self, thread_id: str, items: Iterable[Waiting]) -> None:
+        """Taken records whose store call returned: no longer in flight."""
+        if thread_id not in self._flight:
+            return
+        with self._lock:
+            self._land(thread_id, items)
+
+    def _land(self, thread_id: str, items: Iterable[Waiting]) -> None:
+        flying = self._flight.get(thread_id)
+        if not flying:
+            return
+        for item in items:
+            left = flying.get(item.task_id)
+            if left is None:
+                continue
+            left[:] = [w for w in left if w is not item]
+            if not left:
+                del flying[item.task_id]
+        if not flying:
+            del self._flight[thread_id]
 
     def take_finished(
         self, thread_id: str, graph_ns: str, step: int, at_exit: bool
@@ -223,66 +251,80 @@ class RecordBuffer:
         """Records that go with a checkpoint of graph `graph_ns` at `step`: its
         tasks of steps <= `step` (their step is over, so their writes will not
         be saved on their own any more); at exit (`durability="exit"`, the only
-        checkpoint saved) also every task of its subgraphs."""
-        if thread_id not in self._threads:
+        checkpoint saved) also every task of its subgraphs.
+
+        Records in flight (their task's put_writes has not returned) of those
+        steps are included too: LangGraph may store this checkpoint, which
+        holds their task's output, before that call lands, and a process
+        dying in between must not lose them. Both calls may then store such
+        a record; it keeps its id, and a TaskContext counts each id once."""
+        if thread_id not in self._threads and thread_id not in self._flight:
             # nothing buffered (the usual put): no lock; a record buffered
             # meanwhile is one this call could have run before anyway
             return []
+
+        def covered(w: Waiting) -> bool:
+            inside = w.inside(graph_ns) if at_exit else w.graph_ns == graph_ns
+            return inside and (at_exit or w.step <= step)
+
         with self._lock:
-            tasks = self._threads.get(thread_id)
-            if not tasks:
-                return []
-            taken: list[Waiting] = []
-            for task_id in list(tasks):
-                done = [
-                    w
-                    for w in tasks[task_id]
-                    if (w.inside(graph_ns) if at_exit else w.graph_ns == graph_ns)
-                    and (at_exit or w.step <= step)
-                ]
-                if not done:
-                    continue
-                taken += done
-                left = [w for w in tasks[task_id] if w not in done]
-                if left:
-                    tasks[task_id] = left
-                else:
-                    del tasks[task_id]
+            taken = self._take_from(self._threads, thread_id, covered, True)
+            return taken + self._take_from(self._flight, thread_id, covered, False)
+
+    def _take_from(
+        self,
+        where: dict[str, dict[str, list[Waiting]]],
+        thread_id: str,
+        covered: Callable[[Waiting], bool],
+        ordered: bool,
+    ) -> list[Waiting]:
+        """Remove and return the thread's records `covered` selects from
+        `where` (the buffer, `ordered` by task age, or the in-flight map)."""
+        tasks = where.get(thread_id)
+        if not tasks:
+            return []
+        taken: list[Waiting] = []
+        for task_id in list(tasks):
+            done = [w for w in tasks[task_id] if covered(w)]
+            if not done:
+                continue
+            taken += done
+            left = [w for w in tasks[task_id] if w not in done]
+            if left:
+                tasks[task_id] = left
+            else:
+                del tasks[task_id]
+                if ordered:
                     self._order.pop((thread_id, task_id), None)
-            if not tasks:
-                del self._threads[thread_id]
-            return taken
+        if not tasks:
+            del where[thread_id]
+        return taken
 
     def waiting(self, thread_id: str) -> list[WriteRow]:
-        """Records of the thread not saved yet (they stay buffered)."""
+        """Records of the thread not saved yet, buffered or in flight (they
+        stay where they are)."""
         with self._lock:
-            tasks = self._threads.get(thread_id, {})
-            return [w.row for items in tasks.values() for w in items]
+            found = []
+            for where in (self._threads, self._flight):
+                tasks = where.get(thread_id, {})
+                found += [w.row for items in tasks.values() for w in items]
+            return found
 
     def forget(self, thread_id: str, run_keys: set[str] | None = None) -> None:
         """Drop the thread's buffered records (deleted with it), or only those of
         `run_keys` (`delete_for_runs`)."""
+
+        def doomed(w: Waiting) -> bool:
+            return run_keys is None or w.row.task_path in run_keys
+
         with self._lock:
-            tasks = self._threads.get(thread_id)
-            if not tasks:
-                return
-            for task_id in list(tasks):
-                kept = [
-                    w
-                    for w in tasks[task_id]
-                    if run_keys is not None and w.row.task_path not in run_keys
-                ]
-                if kept:
-                    tasks[task_id] = kept
-                else:
-                    del tasks[task_id]
-                    self._order.pop((thread_id, task_id), None)
-            if not tasks:
-                del self._threads[thread_id]
+            self._take_from(self._threads, thread_id, doomed, True)
+            self._take_from(self._flight, thread_id, doomed, False)
 
     def threads(self) -> list[str]:
+        """Threads with records buffered or in flight."""
         with self._lock:
-            return list(self._threads)
+            return list(self._threads.keys() | self._flight.keys())
 
 
 def rows(items: Iterable[Waiting]) -> list[WriteRow]:

@@ -88,9 +88,9 @@ def crash_loop(
     threads_per_kill: int = 4,
 ) -> dict[str, Any]:
     """Run the child `kills` times, each killed at a random moment, then once to
-    the end; check after each kill and at the end. With durability "sync",
-    also that no record of a killed attempt is left (the window tests below
-    pin the records under "async", and the loss of a saved step's record)."""
+    the end; check after each kill and at the end, and that no record of a
+    killed attempt is left while every saved step has its record (the window
+    tests below pin the two kills that used to break this)."""
     rng = seeded(name)
     prefix = fresh_prefix("app")
     spec = GraphSpec(steps=STEPS)
@@ -114,8 +114,8 @@ def crash_loop(
         assert "DONE" in final.finish(timeout=300)
         for thread in threads:
             check_history(saver, thread, spec, done)
-            if durability == "sync":
-                _check_no_killed_records(saver, thread)
+            _check_no_killed_records(saver, thread)
+            _check_saved_steps_recorded(saver, thread)
         total = _check_after_kill(saver, threads, spec, done)
     print(f"[{name}] checkpoints after each kill: {progress}, at the end: {total}")
     return {"prefix": prefix, "threads": threads, "spec": spec, "done": done}
@@ -142,8 +142,6 @@ def test_many_sigkills_leave_nothing_half_written(store: str, durability: str) -
 
 # -- a kill inside LangGraph's async-durability window ------------------------------
 
-WINDOW_REASON = "records ride on put_writes, which LangGraph does not order with {}"
-
 
 def _killed_in_window(
     hold: list[str], archive: list[str] | None = None
@@ -168,14 +166,6 @@ def _killed_in_window(
     return saver
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=WINDOW_REASON.format(
-        "the checkpoint's put under durability='async': writes stored for a "
-        "checkpoint never stored are orphans LangGraph ignores, yet their records "
-        "are counted"
-    ),
-)
 def test_a_process_killed_before_its_checkpoint_is_stored_leaves_no_record() -> None:
     """Killed after a task's writes of step 2 were stored and before step 2's
     checkpoint was: the resumed run runs the task again, and only that run's
@@ -185,14 +175,6 @@ def test_a_process_killed_before_its_checkpoint_is_stored_leaves_no_record() -> 
         _check_no_killed_records(saver, "t0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=WINDOW_REASON.format(
-        "the next checkpoint's put (either durability): a checkpoint holding a "
-        "task's output can be stored before the task's put_writes, so a kill in "
-        "between keeps the output and loses its records"
-    ),
-)
 def test_a_process_killed_before_a_saved_steps_writes_keeps_its_record() -> None:
     """Killed after the checkpoint holding node n2's output was stored and
     before n2's put_writes was: the step is not run again, so its record

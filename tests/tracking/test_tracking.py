@@ -20,6 +20,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall
 from langchain_core.tools import tool
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -39,6 +41,7 @@ from aiecs_checkpoint import (
     track_model_usage,
 )
 from aiecs_checkpoint.domain.task_context import TaskContext
+from aiecs_checkpoint.tracking.records import Stamp
 from tests.conftest import (
     REDIS_INSTALLED,
     STORES,
@@ -652,3 +655,88 @@ def test_a_patched_uuid4_neither_merges_records_nor_is_drawn_by_the_saver(
         ctx = saver.get_task_context("det")
     kinds = [u.update_type for u in ctx.context_history]
     assert kinds == ["model_usage", "file_operation", "file_operation", "note"] * 2
+
+
+def _usage(
+    saver: ContextEngineSaver, thread: str, ns: str, task: str, mode: str
+) -> None:
+    """Buffer a model-usage record of task `task` (step 1) run in graph `ns`."""
+    task_ns = f"{ns}|n:{task}" if ns else f"n:{task}"
+    stamp = Stamp(thread, task_ns, "n", task, 1, None)
+    saver.record(
+        "model_usage", {"model_id": "m", "provider_id": "p", "mode": mode}, stamp
+    )
+
+
+def _modes(saver: ContextEngineSaver, thread: str) -> list[str]:
+    return sorted(u["mode"] for u in saver.get_task_context(thread).model_tracker)
+
+
+def _ckpt_config(thread: str, ns: str, cid: str) -> Any:
+    return {
+        "configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": cid}
+    }
+
+
+def _put_checkpoint(saver: ContextEngineSaver, thread: str, ns: str, cid: str) -> None:
+    checkpoint = {**empty_checkpoint(), "id": cid}
+    meta: Any = {"source": "loop", "step": 1, "parents": {}}
+    saver.put(_ckpt_config(thread, ns, ""), checkpoint, meta, {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_records_on_writes_of_a_checkpoint_never_stored_are_not_counted(
+    store: str,
+) -> None:
+    """A process killed between a task's put_writes and its checkpoint's put
+    (durability="async") leaves orphan writes; their records never count, in
+    the root namespace or a subgraph's, in copies, after prune or
+    delete_for_runs, until (if ever) that checkpoint is stored."""
+    with make_sync_saver(store) as saver:
+        linear_graph(saver).invoke({"log": []}, cfg("orph"))
+        assert _modes(saver, "orph") == ["chat"]
+        late, other = str(uuid6()), str(uuid6())
+        _usage(saver, "orph", "", "ta", "late")
+        saver.put_writes(_ckpt_config("orph", "", late), [("log", ["a"])], "ta")
+        _usage(saver, "orph", "sub:1", "tb", "sub-orphan")
+        saver.put_writes(_ckpt_config("orph", "sub:1", other), [("log", ["b"])], "tb")
+        _put_checkpoint(saver, "orph", "", other)  # same id, another namespace
+        assert _modes(saver, "orph") == ["chat"]
+        saver.copy_thread("orph", "orph-copy")
+        assert _modes(saver, "orph-copy") == ["chat"]
+        saver.delete_for_runs([str(uuid.uuid4())])
+        saver.prune(["orph-copy"], strategy="keep_latest")
+        assert _modes(saver, "orph") == _modes(saver, "orph-copy") == ["chat"]
+        _put_checkpoint(saver, "orph", "", late)
+        assert _modes(saver, "orph") == ["chat", "late"]
+        saver.prune(["orph"], strategy="keep_latest")
+        assert _modes(saver, "orph") == ["chat", "late"]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_checkpoint_stored_before_its_tasks_writes_land_keeps_their_records(
+    store: str,
+) -> None:
+    """LangGraph may put the checkpoint holding a task's output while the
+    task's put_writes is in flight: the put stores the task's records, and
+    when the writes land they are not counted twice."""
+    with make_sync_saver(store) as saver:
+        parent, cid = str(uuid6()), str(uuid6())
+        _put_checkpoint(saver, "flight", "", parent)
+        _usage(saver, "flight", "", "t1", "in-flight")
+        buffer = saver._ctx.records
+        taken = buffer.take("flight", "t1")
+        assert len(taken) == 1
+        _put_checkpoint(saver, "flight", "", cid)
+        assert _modes(saver, "flight") == ["in-flight"]
+        config = _ckpt_config("flight", "", parent)
+        saver.engine.run(
+            saver._ctx.engine.checkpoints.put_writes(
+                "flight", "", parent, [w.row for w in taken]
+            )
+        )
+        buffer.landed("flight", taken)
+        assert _modes(saver, "flight") == ["in-flight"]
+        assert buffer.waiting("flight") == []
+        saver.put_writes(config, [("log", ["y"])], "t1")
+        assert _modes(saver, "flight") == ["in-flight"]

@@ -656,12 +656,13 @@ class RedisCheckpointStore:
         yield from self._reap(gone)
 
     def thread_records(self, thread_id: str) -> Op[builtins.list[WriteRow]]:
-        """One HGETALL of the thread's writes hash (no values, no logs)."""
-        found = yield Call(None, [self.keys.thread(thread_id).w], [], command="HGETALL")
-        pairs = found.values() if isinstance(found, dict) else found[1::2]
+        """One script call: the record writes of the thread's stored
+        checkpoints (no values, no logs; orphan writes left out)."""
+        tk = self.keys.thread(thread_id)
+        blobs = yield Call("records", [tk.cp, tk.w], [])
         return [
             w
-            for blob in pairs
+            for blob in blobs
             for w in E.unpack_writes(blob)
             if w.channel == RECORD_CHANNEL
         ]

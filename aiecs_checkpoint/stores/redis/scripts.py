@@ -560,6 +560,18 @@ return redis.call('GET', KEYS[1])
 """
 """The thread index's secret (KEYS[1]), stored as ARGV[1] when absent."""
 
+RECORDS = r"""
+local out = {}
+local w = redis.call('HGETALL', KEYS[2])
+for i = 1, #w, 2 do
+  if redis.call('HEXISTS', KEYS[1], w[i]) == 1 then out[#out + 1] = w[i + 1] end
+end
+return out
+"""
+"""The pending-write blobs of the writes hash (KEYS[2]) whose checkpoint is
+stored in the rows hash (KEYS[1]): writes of a checkpoint never stored (a
+process killed before its put landed) are orphans, left out."""
+
 SCRIPTS = {
     "put": PUT,
     "put_writes": PUT_WRITES,
@@ -579,4 +591,5 @@ SCRIPTS = {
     "ixmove": IXMOVE,
     "ixrecent": IXRECENT,
     "ixsecret": IXSECRET,
+    "records": RECORDS,
 }
