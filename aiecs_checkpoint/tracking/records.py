@@ -22,6 +22,15 @@ Life of a record:
    saved at or after their step; with `durability="exit"` (one checkpoint, at
    the end) every record of the run, subgraphs included, goes with it. A store
    call that fails puts its records back in the buffer for the retry.
+4. A record is counted only while the checkpoint its write belongs to is
+   stored: LangGraph ignores writes of a checkpoint that was never saved (a
+   process killed under `durability="async"` after the writes and before the
+   checkpoint), and so does the TaskContext. Records taken for a `put_writes`
+   stay "in flight" until it returns; a checkpoint put meanwhile (LangGraph
+   may save the next checkpoint first) stores them with itself, so a saved
+   step never loses its records. A record stored twice that way keeps its id
+   and counts once. Limit: under `durability="async"`, records made inside a
+   subgraph of a parent step whose checkpoint was never saved can still count.
 
 Stored records travel with their checkpoints: `copy_thread` copies them,
 `delete_thread` removes them, `prune(keep_latest)` moves them onto the kept
