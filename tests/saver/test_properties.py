@@ -42,6 +42,21 @@ from tests.conftest import STORES, make_saver
 # -- helpers ---------------------------------------------------------------------------
 
 
+def _slow_beyond(fast: set[str]) -> list[Any]:
+    """STORES with every store outside `fast` marked `slow`: the long
+    hypothesis runs on the Cluster and the archive stores run in the slow CI
+    step (`scripts/test -m slow`), keeping the default run short."""
+    return [
+        s
+        if (getattr(s, "values", (s,))[0] in fast)
+        else pytest.param(
+            *getattr(s, "values", (s,)),
+            marks=[*getattr(s, "marks", ()), pytest.mark.slow],
+        )
+        for s in STORES
+    ]
+
+
 @contextmanager
 def open_saver(
     store: str, **kwargs: Any
@@ -209,7 +224,7 @@ def test_json_channel_values_and_metadata_round_trip_exactly(
             assert got.metadata[key] == value  # type: ignore[literal-required]
 
 
-@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("store", _slow_beyond({"memory", "redis", "memory+archive"}))
 @settings(max_examples=80, deadline=None)
 @given(steps=list_steps, other=json_values)
 def test_list_channel_round_trips_as_it_grows_shrinks_reorders_and_repeats(
@@ -913,7 +928,7 @@ MODEL_EXAMPLES = {"memory": 150, "redis": 30, "cluster": 30}
 """Examples per store; stores behind a server get fewer (each step is round trips)."""
 
 
-@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("store", _slow_beyond({"memory", "redis"}))
 def test_model_based_interleavings_of_every_operation_match_a_pure_python_model(
     store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
