@@ -291,6 +291,23 @@ def _connection_reset(exc: AttributeError) -> bool:
     return last is not None and last.replace("\\", "/").endswith(_CONNECTION_MODULES)
 
 
+def _give_up(
+    settings: RedisSettings,
+    call: Call,
+    exc: BaseException,
+    started: float,
+    delay: float | None,
+) -> bool:
+    """Whether a failed attempt of `call` ends the call (as `StoreError`) or is
+    retried after `delay`; shared by the sync and async executors. Re-raises
+    an `AttributeError` that is not redis-py's reset-connection error."""
+    if isinstance(exc, AttributeError) and not _connection_reset(exc):
+        raise exc
+    acked_on_cluster = bool(call.acks) and settings.cluster
+    again = _retryable(exc) or (acked_on_cluster and _redirected(exc))
+    return delay is None or not _may_retry(settings, started, delay, again)
+
+
 def _may_retry(
     settings: RedisSettings, started: float, delay: float, again: bool
 ) -> bool:
@@ -485,17 +502,11 @@ class RedisClient:
             try:
                 return self._send(call)
             except _CAUGHT as exc:
-                if isinstance(exc, AttributeError) and not _connection_reset(exc):
-                    raise
-                acked_on_cluster = bool(call.acks) and self.settings.cluster
-                again = _retryable(exc) or (acked_on_cluster and _redirected(exc))
-                if delay is None or not _may_retry(
-                    self.settings, started, delay, again
-                ):
+                if _give_up(self.settings, call, exc, started, delay):
                     raise _error(self.server, exc) from exc
-                if acked_on_cluster:
+                if call.acks and self.settings.cluster:
                     self._refresh_slots()
-                time.sleep(delay)
+                time.sleep(delay)  # type: ignore[arg-type]
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -639,17 +650,11 @@ class AsyncRedisClient:
             try:
                 return await self._send(call)
             except _CAUGHT as exc:
-                if isinstance(exc, AttributeError) and not _connection_reset(exc):
-                    raise
-                acked_on_cluster = bool(call.acks) and self.settings.cluster
-                again = _retryable(exc) or (acked_on_cluster and _redirected(exc))
-                if delay is None or not _may_retry(
-                    self.settings, started, delay, again
-                ):
+                if _give_up(self.settings, call, exc, started, delay):
                     raise _error(self.server, exc) from exc
-                if acked_on_cluster:
+                if call.acks and self.settings.cluster:
                     await self._refresh_slots()
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # type: ignore[arg-type]
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

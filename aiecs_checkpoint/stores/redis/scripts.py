@@ -25,6 +25,19 @@ end
 """`head_of(ids, order, cp)`: a thread's latest member and row (root namespace,
 else the newest of any namespace); shared by `_COMMON` and `HEADS`."""
 
+_LESS = r"""
+local function less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+"""
+"""`less(a, b)`: byte-wise order of two strings (Lua's `<` follows the locale);
+shared by `RECENT` and `IXRECENT`, which page by (score, member bytes)."""
+
 _COMMON = (
     _HEAD_OF
     + r"""
@@ -406,16 +419,10 @@ expected gen ('' for any), ttl, log prefix, dump, thread id, the run keys of the
 new content (msgpack). Returns 'conflict', or {rows, run keys it no longer
 has} (the caller takes the thread out of those runs' indexes)."""
 
-RECENT = r"""
+RECENT = (
+    _LESS
+    + r"""
 local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local function less(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 local out = {}
 local top = '+inf'
 if ms ~= '' then
@@ -437,6 +444,7 @@ if #out < 2 * limit then
 end
 return out
 """
+)
 """A page of the thread registry after the key (ARGV[1] ms, ARGV[2] thread id):
 by score, then member bytes, descending; flat [thread, score, ...]."""
 
@@ -516,16 +524,10 @@ return 1
 """Put thread ARGV[2] at score ARGV[1] in the first ARGV[3] entry indexes of
 KEYS and take it out of the rest (one slot: one key on a cluster)."""
 
-IXRECENT = r"""
+IXRECENT = (
+    _LESS
+    + r"""
 local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local function less(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 local pages = {}
 for k = 1, #KEYS do
   local out = {}
@@ -551,6 +553,7 @@ for k = 1, #KEYS do
 end
 return pages
 """
+)
 """`RECENT` on each entry index of KEYS: per key a flat [thread, score, ...]
 page after (ARGV[1] ms, ARGV[2] thread id) of at most ARGV[3] threads."""
 
