@@ -747,6 +747,22 @@ async def test_delta_channel_state_is_rebuilt_at_every_checkpoint(api: Api) -> N
     assert 0 < len(snapshots) < len(tuples), "expected both snapshots and deltas"
 
 
+@pytest.mark.timeout(120)
+async def test_delta_channel_graph_with_one_worker_thread_completes(api: Api) -> None:
+    """langgraph 1.2.0-1.2.14 deadlock here once `put` does I/O (hence the floor).
+
+    Their background put waited on DeltaChannel writes queued behind it in the same
+    thread pool; `max_concurrency=1` makes that pool a single thread, so the hang is
+    certain on those versions rather than a race.
+    """
+    graph = api.compile(build_delta_graph())
+    config: RunnableConfig = {**thread(), "max_concurrency": 1}
+
+    assert await api.invoke(graph, {"n": 0, "stop": 12}, config) == counted(12)
+    assert await api.invoke(graph, {"stop": 14}, config) == counted(14)
+    await assert_consistent_delta_history(api, graph, config)
+
+
 async def test_delta_channel_state_survives_prune_keep_latest(api: Api) -> None:
     graph = api.compile(build_delta_graph())
     config = thread()
