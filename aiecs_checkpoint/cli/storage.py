@@ -100,9 +100,11 @@ def export_thread(saver: ContextEngineSaver, thread_id: str) -> model.Thread:
 def import_thread(
     saver: ContextEngineSaver, thread_id: str, thread: model.Thread
 ) -> None:
-    """Replace the thread with `thread`, exactly as given."""
+    """Replace the thread with `thread`, exactly as given but for the epochs
+    of its element logs, which are new (`model.with_fresh_epochs`)."""
     engine = saver.engine
-    engine.run(engine.checkpoints.import_thread(thread_id, thread))
+    fresh = model.with_fresh_epochs(thread, thread_id)
+    engine.run(engine.checkpoints.import_thread(thread_id, fresh))
 
 
 def thread_exists(saver: ContextEngineSaver, thread_id: str) -> bool:

@@ -434,16 +434,31 @@ def _remap_refs(ns: Namespace, moved: refs.Remap) -> None:
 def copy_into(src: Thread, dst: Thread, target_thread: str) -> list[CheckpointRow]:
     """Copy every namespace of `src` into `dst` (rows renamed to `target_thread`).
 
-    Returns the rows added. An element log is copied under its epoch when the
-    target has no log of that epoch, or one that is a prefix of it (extended);
+    Returns the rows added. An element log keeps its epoch only when the
+    target holds a log of that epoch that agrees with it (one is a prefix of
+    the other; the target's is extended). Otherwise it is copied under a fresh
+    epoch and the copied manifests, refs and delta-base seeds are remapped:
     when the target's log diverged (an earlier copy that went on separately),
-    the source's log is copied under a fresh epoch and the copied manifests and
-    delta-base seeds are remapped, so no epoch ever names two different logs.
+    and also when the target has none, since it may have had one that was
+    deleted and whose elements a reader's cache still keeps by position
+    (`saver.cache`). So no epoch of a thread ever names two different logs.
     """
     added: list[CheckpointRow] = []
     for name, s in src.items():
         added += _copy_namespace(s, dst.setdefault(name, Namespace()), target_thread)
     return added
+
+
+def with_fresh_epochs(thread: Thread, thread_id: str) -> Thread:
+    """`thread` (rows named `thread_id`) with every element log under a new epoch.
+
+    For importing a thread from outside (an export): the id may have held a
+    longer history under the same epochs, whose elements a running reader's
+    cache still keeps by position past the end of the imported logs.
+    """
+    out: Thread = {}
+    copy_into(thread, out, thread_id)
+    return out
 
 
 def _copy_namespace(
@@ -453,9 +468,8 @@ def _copy_namespace(
     renamed: dict[tuple[str, str], str] = {}
     for (ch, epoch), log in s.logs.items():
         mine = d.logs.get((ch, epoch))
-        if mine is not None and mine != log[: len(mine)]:
-            if log != mine[: len(log)]:
-                renamed[(ch, epoch)] = random_id()
+        if mine is None or (mine != log[: len(mine)] and log != mine[: len(log)]):
+            renamed[(ch, epoch)] = random_id()
 
     def moved(channel: str, epoch: str, runs: Runs) -> tuple[str, Runs]:
         return renamed.get((channel, epoch), epoch), runs
@@ -467,9 +481,7 @@ def _copy_namespace(
         mine = d.logs.get((ch, epoch))
         if (ch, epoch) in renamed:
             d.logs[(ch, renamed[(ch, epoch)])] = [copied(i) for i in log]
-        elif mine is None:
-            d.logs[(ch, epoch)] = [copied(i) for i in log]
-        elif len(log) > len(mine):
+        elif mine is not None and len(log) > len(mine):
             mine.extend(copied(i) for i in log[len(mine) :])
     added: list[CheckpointRow] = []
     for cid in s.ids:

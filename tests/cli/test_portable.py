@@ -3,7 +3,9 @@ typed error (never another exception) for anything malformed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +13,12 @@ import pytest
 from langgraph.types import Command
 
 from aiecs_checkpoint import ContextEngineSaver, InvalidExportError
+from aiecs_checkpoint.cli import storage
 from aiecs_checkpoint.stores import portable
 from aiecs_checkpoint.stores import thread_model as model
 from tests.cli import graphs
 from tests.saver.test_graphs import build_delta_graph, counted
+from tests.saver.test_rewrites import latest_msgs, put_list
 
 
 def through_json(thread_id: str, thread: model.Thread) -> tuple[str, model.Thread]:
@@ -134,3 +138,26 @@ def test_list_values_must_point_into_their_element_logs(
     short = {**log, "items": log["items"][:1]}
     with pytest.raises(InvalidExportError, match="beyond the element log"):
         portable.parse_line(_replaced(line, ("namespaces", 0, "logs", 0), short), 2)
+
+
+async def test_importing_an_old_export_over_its_thread_never_reads_stale_elements(
+    saver: ContextEngineSaver,
+) -> None:
+    """An export restored over the thread it came from, after the thread grew:
+    a reader that cached the longer history must read what was written since."""
+    thread_id = f"restored-{uuid.uuid4()}"
+    reader = ContextEngineSaver(saver.engine)
+    await put_list(saver, thread_id, ["a"], 0)
+    await put_list(saver, thread_id, ["b"], 1)
+    backup = through_json(
+        thread_id, saver.engine.run(saver.engine.checkpoints.export_thread(thread_id))
+    )[1]
+    await put_list(saver, thread_id, ["c"], 2)
+    assert await latest_msgs(reader, thread_id) == ["a", "b", "c"]
+
+    await saver.adelete_thread(thread_id)
+    await asyncio.to_thread(storage.import_thread, saver, thread_id, backup)
+    await put_list(saver, thread_id, ["d"], 3)
+
+    assert await latest_msgs(reader, thread_id) == ["a", "b", "d"]
+    assert await latest_msgs(saver, thread_id) == ["a", "b", "d"]

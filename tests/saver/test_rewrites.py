@@ -54,3 +54,30 @@ async def test_copying_again_after_both_threads_grew_keeps_each_list_exact(
         async for t in fresh.alist({"configurable": {"thread_id": dst}})
     ]
     assert again == history
+
+
+async def test_copying_into_a_thread_whose_shared_log_was_deleted_reads_the_copy(
+    saver: ContextEngineSaver,
+) -> None:
+    """The target once shared the source's element log, both grew apart, and the
+    target was deleted: the copy must not come back under the old log's epoch,
+    which the writer's and another saver's caches still hold by position."""
+    src, dst = f"src-{uuid.uuid4()}", f"dst-{uuid.uuid4()}"
+    other = ContextEngineSaver(saver.engine)
+    await put_list(saver, src, ["a"], 0)
+    await saver.acopy_thread(src, dst)
+    await put_list(saver, src, ["b-src"], 1)
+    await put_list(saver, dst, ["b-dst"], 1)
+    assert await latest_msgs(other, dst) == ["a", "b-dst"]
+
+    await saver.adelete_thread(dst)
+    await saver.acopy_thread(src, dst)
+
+    assert await latest_msgs(saver, dst) == ["a", "b-src"]
+    assert await latest_msgs(other, dst) == ["a", "b-src"]
+    await put_list(saver, dst, ["c"], 2)
+    assert await latest_msgs(ContextEngineSaver(saver.engine), dst) == [
+        "a",
+        "b-src",
+        "c",
+    ]

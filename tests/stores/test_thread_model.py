@@ -10,6 +10,8 @@ from aiecs_checkpoint.stores.records import (
     WriteRow,
 )
 
+TASKS = "__pregel_tasks"
+
 
 def item(text: str) -> tuple[str, bytes]:
     return ("msgpack", text.encode())
@@ -89,8 +91,48 @@ def test_copying_into_a_diverged_thread_renames_the_log_and_its_refs() -> None:
     assert copied.logs[("messages", "E")] == [item("other")] * 6
     pending = copied.writes["c1"][("task", 0)].value
     assert resolve(copied, pending) == [item("m3"), item("m4")]
-    (element,) = copied.logs[("__pregel_tasks", "T")]
+    ((tasks_epoch, element),) = [
+        (epoch, log[0]) for (ch, epoch), log in copied.logs.items() if ch == TASKS
+    ]
+    assert tasks_epoch != "T"  # the target had no such log: a fresh epoch
     assert resolve(copied, element) == [item("m2")]
+
+
+def test_copying_keeps_an_epoch_only_where_the_target_holds_an_agreeing_log() -> None:
+    """A log the target holds as a prefix is extended under its epoch; a log the
+    target lacks gets a new one (the target may once have had a different log
+    under that epoch, still cached by readers), and the copied values and refs
+    follow it."""
+    src = {"": namespace()}
+    dst: model.Thread = {"": model.Namespace()}
+    dst[""].logs[("messages", "E")] = [item("m0"), item("m1")]
+    dst[""].epochs["messages"] = "E"
+    model.copy_into(src, dst, "t2")
+    copied = dst[""]
+    assert copied.logs[("messages", "E")] == [item(f"m{i}") for i in range(5)]
+    assert copied.values[("messages", "v1")] == ListValue("E", ((2, 5),))
+    ((fresh, log),) = [(e, g) for (ch, e), g in copied.logs.items() if ch == TASKS]
+    assert fresh != "T" and copied.epochs[TASKS] == fresh
+    assert copied.values[(TASKS, "v1")] == ListValue(fresh, ((0, 1),))
+    assert resolve(copied, log[0]) == [item("m2")]
+
+
+def test_a_thread_with_fresh_epochs_holds_the_same_lists_under_new_names() -> None:
+    thread = {"": namespace()}
+    fresh = model.with_fresh_epochs(thread, "t2")
+    ns = fresh[""]
+    assert {e for _, e in ns.logs}.isdisjoint({"E", "T"})
+    assert [r.thread_id for r in ns.rows.values()] == ["t2"]
+    manifest = ns.values[("messages", "v1")]
+    assert isinstance(manifest, ListValue)
+    stored = ns.logs[("messages", manifest.epoch)]
+    assert [stored[p] for a, b in manifest.runs for p in range(a, b)] == [
+        item("m2"),
+        item("m3"),
+        item("m4"),
+    ]
+    assert resolve(ns, ns.writes["c1"][("task", 0)].value) == [item("m3"), item("m4")]
+    assert thread[""].logs[("messages", "E")] == [item(f"m{i}") for i in range(5)]
 
 
 def test_a_whole_thread_is_kept_as_it_is() -> None:
