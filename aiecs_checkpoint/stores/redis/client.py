@@ -427,12 +427,9 @@ def _redirected(exc: BaseException) -> bool:
 # -- executors ------------------------------------------------------------------------
 
 
-class RedisClient:
-    """Performs `Call`s with redis-py's pooled sync client.
-
-    `make` builds the client on first use (it is then closed by `close`);
-    a `given` client (the user's) is used as is and never closed here.
-    """
+class _Executor:
+    """What both executors hold: the server's name for errors, the settings,
+    and either a factory for clients built here or the user's `given` client."""
 
     def __init__(
         self,
@@ -445,6 +442,21 @@ class RedisClient:
         self.settings = settings
         self._make = make
         self._given = given
+        self._start()
+
+    def _start(self) -> None:
+        """Set up the executor's own state (its clients and script caches)."""
+        raise NotImplementedError
+
+
+class RedisClient(_Executor):
+    """Performs `Call`s with redis-py's pooled sync client.
+
+    `make` builds the client on first use (it is then closed by `close`);
+    a `given` client (the user's) is used as is and never closed here.
+    """
+
+    def _start(self) -> None:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
 
@@ -528,7 +540,7 @@ class _LoopClient:
     closed: bool = False
 
 
-class AsyncRedisClient:
+class AsyncRedisClient(_Executor):
     """Performs `Call`s with redis-py's asyncio client: one client per event loop.
 
     redis-py's asyncio connections belong to the loop that opened them, so
@@ -539,17 +551,7 @@ class AsyncRedisClient:
     never pile up with loops. A `given` client (the user's) is used as is.
     """
 
-    def __init__(
-        self,
-        server: str,
-        settings: RedisSettings,
-        make: Callable[[], Any] | None = None,
-        given: Any = None,
-    ) -> None:
-        self.server = server
-        self.settings = settings
-        self._make = make
-        self._given = given
+    def _start(self) -> None:
         self._given_scripts: dict[str, Any] = {}
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 

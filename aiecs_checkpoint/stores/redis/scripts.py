@@ -36,7 +36,39 @@ local function less(a, b)
 end
 """
 """`less(a, b)`: byte-wise order of two strings (Lua's `<` follows the locale);
-shared by `RECENT` and `IXRECENT`, which page by (score, member bytes)."""
+`page_after` pages by (score, member bytes) with it."""
+
+_PAGE_AFTER = (
+    _LESS
+    + r"""
+local function page_after(key, ms, thread, limit)
+  local out = {}
+  local top = '+inf'
+  if ms ~= '' then
+    local below = false
+    for _, m in ipairs(redis.call('ZREVRANGEBYSCORE', key, ms, ms)) do
+      if #out >= 2 * limit then break end
+      below = below or less(m, thread)
+      if below then
+        out[#out + 1] = m
+        out[#out + 1] = ms
+      end
+    end
+    top = '(' .. ms
+  end
+  if #out < 2 * limit then
+    local rest = redis.call('ZREVRANGEBYSCORE', key, top, '-inf', 'WITHSCORES',
+                            'LIMIT', 0, limit - #out / 2)
+    for _, x in ipairs(rest) do out[#out + 1] = x end
+  end
+  return out
+end
+"""
+)
+"""`page_after(key, ms, thread, limit)`: at most `limit` members of sorted set
+`key` after (ms, thread), by score then member bytes, descending, as a flat
+[thread, score, ...]; ms '' starts at the top. Shared by `RECENT` and
+`IXRECENT`."""
 
 _COMMON = (
     _HEAD_OF
@@ -420,29 +452,9 @@ new content (msgpack). Returns 'conflict', or {rows, run keys it no longer
 has} (the caller takes the thread out of those runs' indexes)."""
 
 RECENT = (
-    _LESS
+    _PAGE_AFTER
     + r"""
-local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local out = {}
-local top = '+inf'
-if ms ~= '' then
-  local below = false
-  for _, m in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[1], ms, ms)) do
-    if #out >= 2 * limit then break end
-    below = below or less(m, thread)
-    if below then
-      out[#out + 1] = m
-      out[#out + 1] = ms
-    end
-  end
-  top = '(' .. ms
-end
-if #out < 2 * limit then
-  local rest = redis.call('ZREVRANGEBYSCORE', KEYS[1], top, '-inf', 'WITHSCORES',
-                          'LIMIT', 0, limit - #out / 2)
-  for _, x in ipairs(rest) do out[#out + 1] = x end
-end
-return out
+return page_after(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]))
 """
 )
 """A page of the thread registry after the key (ARGV[1] ms, ARGV[2] thread id):
@@ -525,31 +537,12 @@ return 1
 KEYS and take it out of the rest (one slot: one key on a cluster)."""
 
 IXRECENT = (
-    _LESS
+    _PAGE_AFTER
     + r"""
 local ms, thread, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local pages = {}
 for k = 1, #KEYS do
-  local out = {}
-  local top = '+inf'
-  if ms ~= '' then
-    local below = false
-    for _, m in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[k], ms, ms)) do
-      if #out >= 2 * limit then break end
-      below = below or less(m, thread)
-      if below then
-        out[#out + 1] = m
-        out[#out + 1] = ms
-      end
-    end
-    top = '(' .. ms
-  end
-  if #out < 2 * limit then
-    local rest = redis.call('ZREVRANGEBYSCORE', KEYS[k], top, '-inf', 'WITHSCORES',
-                            'LIMIT', 0, limit - #out / 2)
-    for _, x in ipairs(rest) do out[#out + 1] = x end
-  end
-  pages[k] = out
+  pages[k] = page_after(KEYS[k], ms, thread, limit)
 end
 return pages
 """
