@@ -38,6 +38,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 from aiecs_checkpoint.saver.elements import (
@@ -86,6 +87,10 @@ UNKNOWN_SIZE = 256
 EDITED_THREADS = 1024
 """(thread, namespace) pairs whose edited-element marks are kept."""
 
+FEW_MARKS = 8
+"""Up to this many edited-element marks are looked up one by one in a list
+(each at C speed); more take one pass over the list's ids."""
+
 
 class OmittedElement(LookupError):
     """A store omitted an element this cache was expected to hold; fetch again."""
@@ -94,16 +99,35 @@ class OmittedElement(LookupError):
 class Known:
     """A list as last written or handed out: its elements and their log positions."""
 
-    __slots__ = ("_positions", "elements", "epoch", "nbytes", "runs")
+    __slots__ = ("_ids", "_positions", "elements", "epoch", "nbytes", "runs")
 
     def __init__(
-        self, epoch: str, elements: list[Any], runs: Runs, nbytes: int
+        self,
+        epoch: str,
+        elements: list[Any],
+        runs: Runs,
+        nbytes: int,
+        head: Known | None = None,
     ) -> None:
+        """`head`: a generation whose objects `elements` starts with, whose
+        ids are reused rather than taken again (a list that only grew)."""
         self.epoch = epoch
         self.elements = elements
         self.runs = runs
         self.nbytes = nbytes
         self._positions: list[int] | None = None
+        self._ids: list[int] | None = None
+        if head is not None and head._ids is not None:
+            rest = elements[len(head._ids) :]
+            self._ids = head._ids + list(map(id, rest))
+
+    @property
+    def ids(self) -> list[int]:
+        """Element i's `id`, per element (taken once per generation, or
+        extended from the generation this one grew from)."""
+        if self._ids is None:
+            self._ids = list(map(id, self.elements))
+        return self._ids
 
     @property
     def positions(self) -> list[int]:
@@ -111,6 +135,24 @@ class Known:
         if self._positions is None:
             self._positions = expand_runs(self.runs)
         return self._positions
+
+    def positions_at(self, indexes: Sequence[int]) -> list[int]:
+        """The log positions of the elements at `indexes`: looked up in the
+        runs for a few, without expanding every run of a long list."""
+        if self._positions is not None or len(indexes) > FEW_MARKS:
+            positions = self.positions
+            return [positions[i] for i in indexes]
+        out: list[int] = []
+        for i in indexes:
+            before = 0
+            for start, stop in self.runs:
+                if i < before + stop - start:
+                    out.append(start + i - before)
+                    break
+                before += stop - start
+            else:
+                raise IndexError(i)
+        return out
 
     @property
     def slot_runs(self) -> SlotRuns:
@@ -123,7 +165,7 @@ class Known:
         return (
             len(value) >= n
             and all(map(operator.is_, value, self.elements))
-            and (not dirty or dirty.isdisjoint(map(id, self.elements)))
+            and (not dirty or dirty.isdisjoint(self.ids))
         )
 
     def dirty_at(self, value: Sequence[Any], dirty: set[int]) -> list[int] | None:
@@ -134,10 +176,15 @@ class Known:
             return None
         if not dirty:
             return []
-        ids = list(map(id, self.elements))
+        ids = self.ids
+        # few marks (the usual case): look each up; many: one pass over the ids
+        hits = dirty if len(dirty) <= FEW_MARKS else dirty.intersection(ids)
         found: list[int] = []
-        for d in dirty.intersection(ids):
-            i = ids.index(d)
+        for d in hits:
+            try:
+                i = ids.index(d)
+            except ValueError:
+                continue
             while True:
                 found.append(i)
                 try:
@@ -635,7 +682,7 @@ class SaverCache:
                 nbytes = log.size_of(len(elements))
             else:
                 nbytes = len(elements) * UNKNOWN_SIZE
-            known = Known(epoch, list(elements), runs, nbytes)
+            known = Known(epoch, list(elements), runs, nbytes, base)
             entry = self._list(key, create=True)
             assert entry is not None
             before = entry.nbytes
@@ -706,12 +753,21 @@ class SaverCache:
             edited = self._edited.get((thread_id, checkpoint_ns))
             if not edited:
                 return
-            # per mark, not per element: marks are few, lists may be long. A
-            # mark holds its object, so an id among `elements` is that object.
-            ids = set(map(id, elements))
-            for key, (_, cid) in list(edited.items()):
-                if key in ids and cid != putting:
-                    del edited[key]
+            # A mark holds its object, so an id among `elements` is that
+            # object. Few marks (the usual case): an identity scan each, from
+            # the end, where a task's writes usually are; many: one set of ids.
+            marks = [(k, obj) for k, (obj, cid) in edited.items() if cid != putting]
+            if len(marks) <= FEW_MARKS:
+                settled = [
+                    k
+                    for k, obj in marks
+                    if any(map(operator.is_, reversed(elements), repeat(obj)))
+                ]
+            else:
+                ids = set(map(id, elements))
+                settled = [k for k, _ in marks if k in ids]
+            for k in settled:
+                del edited[k]
 
     # -- forgetting ----------------------------------------------------------------
 

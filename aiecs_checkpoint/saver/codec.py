@@ -430,9 +430,8 @@ def _still_stored(
     reused instead of storing it again (an element written back unchanged, as
     a caller writing its own list's newest element). False when this process
     no longer keeps the stored element to compare with."""
-    positions = known.positions
     return cache.unchanged(
-        key, known.epoch, [positions[i] for i in indexes], [value[i] for i in indexes]
+        key, known.epoch, known.positions_at(indexes), [value[i] for i in indexes]
     )
 
 
