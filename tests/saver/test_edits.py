@@ -107,52 +107,47 @@ def test_element_edited_in_place_and_written_back_is_stored_again() -> None:
     ]
 
 
+def _edit_written_back_and_grow(
+    saver: ContextEngineSaver, msgs: list[dict[str, str]], edited: list[Any]
+) -> tuple[Any, list[dict[str, str]]]:
+    """Put `msgs`; edit `edited` (objects of it) in place and write them back
+    as a task; put the list grown by one. That put's config and the list."""
+    config: Any = {
+        "configurable": {"thread_id": f"w-{uuid.uuid4()}", "checkpoint_ns": ""}
+    }
+    config = put(saver, config, {"msgs": msgs}, {"msgs": f"{1:032}.0"})
+    for m in edited:
+        m["text"] += "-edited"
+    saver.put_writes(config, [("msgs", edited)], "task-edit")
+    msgs = [*msgs, {"text": "next"}]
+    return put(saver, config, {"msgs": msgs}, {"msgs": f"{2:032}.0"}), msgs
+
+
 def test_many_elements_edited_in_place_and_written_back_are_all_stored_again(
     sync_saver: ContextEngineSaver,
 ) -> None:
     # more marks than the few looked up one by one (saver.cache.FEW_MARKS), and
     # one object standing twice in the list: every edited position is stored
-    saver = sync_saver
-    config: Any = {
-        "configurable": {"thread_id": f"m-{uuid.uuid4()}", "checkpoint_ns": ""}
-    }
     shared = {"text": "shared"}
-    msgs: list[dict[str, str]] = [
-        shared,
-        *({"text": f"m{i}"} for i in range(20)),
-        shared,
-    ]
-    config = put(saver, config, {"msgs": msgs}, {"msgs": f"{1:032}.0"})
-    for m in msgs[::2]:
-        m["text"] += "-edited"
-    saver.put_writes(config, [("msgs", msgs[::2])], "task-edit")
-    msgs = [*msgs, {"text": "next"}]
-    config = put(saver, config, {"msgs": msgs}, {"msgs": f"{2:032}.0"})
+    msgs = [shared, *({"text": f"m{i}"} for i in range(20)), shared]
+    config, msgs = _edit_written_back_and_grow(sync_saver, msgs, msgs[::2])
     expected = [dict(m) for m in msgs]
     assert sum(m["text"].endswith("-edited") for m in expected) == 12  # shared twice
-    assert msgs_of(ContextEngineSaver(saver.engine), config) == expected
-    assert msgs_of(saver, config) == expected
+    assert msgs_of(ContextEngineSaver(sync_saver.engine), config) == expected
+    assert msgs_of(sync_saver, config) == expected
 
 
 def test_one_element_edited_among_few_marks_is_stored_again_at_every_copy(
     sync_saver: ContextEngineSaver,
 ) -> None:
-    saver = sync_saver
-    config: Any = {
-        "configurable": {"thread_id": f"f-{uuid.uuid4()}", "checkpoint_ns": ""}
-    }
     twice = {"text": "twice"}
-    msgs: list[dict[str, str]] = [twice, {"text": "a"}, twice, {"text": "b"}]
-    config = put(saver, config, {"msgs": msgs}, {"msgs": f"{1:032}.0"})
-    twice["text"] = "twice-edited"
-    saver.put_writes(config, [("msgs", [twice])], "task-edit")
-    msgs = [*msgs, {"text": "c"}]
-    config = put(saver, config, {"msgs": msgs}, {"msgs": f"{2:032}.0"})
+    msgs = [twice, {"text": "a"}, twice, {"text": "b"}]
+    config, _ = _edit_written_back_and_grow(sync_saver, msgs, [twice])
     expected = [
         {"text": "twice-edited"},
         {"text": "a"},
         {"text": "twice-edited"},
         {"text": "b"},
-        {"text": "c"},
+        {"text": "next"},
     ]
-    assert msgs_of(ContextEngineSaver(saver.engine), config) == expected
+    assert msgs_of(ContextEngineSaver(sync_saver.engine), config) == expected
